@@ -1,0 +1,1 @@
+"""A local Alibaba Cloud KMS (Secrets Manager) emulator for tests, demos and pipelines."""

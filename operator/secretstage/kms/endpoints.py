@@ -1,0 +1,55 @@
+"""Where KMS lives: region -> shared-gateway URL, VPC variant, or an explicit URL."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from secretstage.kms.errors import ConfigurationError
+
+REGION_PATTERN = re.compile(r"^[a-z]{2,4}(-[a-z0-9]+){1,3}$")
+
+
+def validate_region(region: str, *, field: str = "regionId") -> str:
+    if not REGION_PATTERN.match(region):
+        raise ConfigurationError(
+            f"{field} {region!r} is not an Alibaba Cloud region ID; use the form cn-hangzhou or ap-southeast-1"
+        )
+    return region
+
+
+def kms_endpoint(region: str, *, vpc: bool = False) -> str:
+    """``https://kms.<region>.aliyuncs.com`` (public) or ``https://kms-vpc.<region>.aliyuncs.com`` (VPC)."""
+    validate_region(region)
+    return f"https://kms{'-vpc' if vpc else ''}.{region}.aliyuncs.com"
+
+
+def normalize_endpoint(url: str, *, field: str = "endpoint") -> str:
+    """Check an explicit endpoint URL and return it as ``scheme://host[:port]`` with no path or query."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"{field} {url!r} is not a URL; give it as https://kms.<region>.aliyuncs.com "
+            "(or http://127.0.0.1:PORT for the local emulator)"
+        )
+    if parts.username or parts.password:
+        raise ConfigurationError(f"{field} must not contain user info; credentials come from a Secret")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigurationError(f"{field} {url!r} must have no path, query or fragment; RPC calls go to /")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(f"{field} {url!r} has an invalid port") from None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}"
+
+
+def resolve_endpoint(*, region: str | None = None, endpoint: str | None = None, vpc: bool = False) -> str:
+    """An explicit endpoint wins; otherwise the region's shared gateway."""
+    if endpoint:
+        return normalize_endpoint(endpoint)
+    if region:
+        return kms_endpoint(region, vpc=vpc)
+    raise ConfigurationError("either an endpoint URL or a regionId is needed to reach KMS; set one of them")

@@ -1,0 +1,110 @@
+"""Errors of the KMS layer, and the one table that says which are worth retrying.
+
+    KmsError                      everything this package raises about a call
+    ├── KmsApiError               KMS (or its gateway) answered with an error body
+    └── KmsTransportError         no usable answer: timeout, connection refused/reset, bad body
+    CredentialsError              no usable credentials (raised before any request is sent)
+    ConfigurationError            bad endpoint, region or signature name (names the field and the fix)
+
+Classification is by the body's ``Code`` first, never by HTTP status alone: Alibaba's gateway
+returns ``Throttling`` with HTTP 400 (kms-api.md §4.2).
+"""
+
+from __future__ import annotations
+
+import re
+
+# Codes that mean "the same request may succeed later". Everything else is permanent.
+RETRYABLE_CODES = frozenset(
+    {
+        "Throttling",
+        "Throttling.User",
+        "Throttling.Api",
+        "Throttling.Tenant",
+        "Rejected.Throttling",
+        "ServiceUnavailable",
+        "ServiceUnavailableTemporary",
+        "SerivceUnavailableTemporary",  # sic: Alibaba's own docs spell it this way too
+        "InternalFailure",
+        "InternalError",
+        "UnknownError",
+    }
+)
+RETRYABLE_HTTP_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+# Gateway messages for SignatureDoesNotMatch end with the server's string to sign, which echoes
+# every signed parameter (SecurityToken included). Cut it before the message goes anywhere.
+_STRING_TO_SIGN = re.compile(r"\s*server string to sign is:.*", re.IGNORECASE | re.DOTALL)
+MAX_MESSAGE_LENGTH = 512
+
+
+def is_retryable(code: str, http_status: int) -> bool:
+    if code in RETRYABLE_CODES or code.startswith("Throttling"):
+        return True
+    return http_status in RETRYABLE_HTTP_STATUSES and not code.startswith(("Forbidden", "Invalid"))
+
+
+def sanitize_message(message: str) -> str:
+    cleaned = _STRING_TO_SIGN.sub("", message)
+    return cleaned[:MAX_MESSAGE_LENGTH]
+
+
+class KmsError(Exception):
+    """Base of every error about a KMS call."""
+
+    code: str
+    message: str
+    request_id: str
+    host_id: str
+    http_status: int
+    retryable: bool
+    action: str
+
+    def __init__(
+        self,
+        *,
+        code: str,
+        message: str,
+        action: str = "",
+        request_id: str = "",
+        host_id: str = "",
+        http_status: int = 0,
+        retryable: bool | None = None,
+    ) -> None:
+        self.code = code
+        self.message = sanitize_message(message)
+        self.action = action
+        self.request_id = request_id
+        self.host_id = host_id
+        self.http_status = http_status
+        self.retryable = is_retryable(code, http_status) if retryable is None else retryable
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        parts = [f"{self.code}: {self.message}"]
+        if self.action:
+            parts.append(f"action={self.action}")
+        if self.http_status:
+            parts.append(f"http={self.http_status}")
+        if self.request_id:
+            parts.append(f"RequestId={self.request_id}")
+        return " ".join(parts)
+
+
+class KmsApiError(KmsError):
+    """KMS or its API gateway returned an error body."""
+
+
+class KmsTransportError(KmsError):
+    """The request got no usable answer (timeout, connection error, unparsable body). Always retryable."""
+
+    def __init__(self, *, code: str, message: str, action: str = "") -> None:
+        super().__init__(code=code, message=message, action=action, retryable=True)
+
+
+class CredentialsError(Exception):
+    """No usable credentials; the message lists what was looked for."""
+
+
+class ConfigurationError(ValueError):
+    """A bad setting; the message names the field and how to fix it."""
