@@ -67,6 +67,7 @@ class Faults:
     latency_ms: float = 0.0
     spike_probability: float = 0.0
     spike_ms: float = 0.0
+    throttle_first: float = 0.0  # throttle exactly the next N calls (deterministic tests)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Faults:
@@ -112,8 +113,9 @@ class Emulator:
         self.sts_exchanges = 0
         self.last_request_ts: list[float] = []  # monotonic arrival times, for rate-limit tests
 
-    def add_key(self, access_key_id: str, secret: str, security_token: str | None = None,
-                expiration: float | None = None) -> None:
+    def add_key(
+        self, access_key_id: str, secret: str, security_token: str | None = None, expiration: float | None = None
+    ) -> None:
         self.keys[access_key_id] = AccessKey(secret, security_token, expiration)
 
     # --- aiohttp wiring ---
@@ -144,20 +146,36 @@ class Emulator:
             await self._delay(faults)
             if self.rng.random() < faults.drop:
                 return await self._drop(request)
+            if faults.throttle_first >= 1:
+                faults.throttle_first -= 1
+                raise GatewayError("Rejected.Throttling", 429, "QPS Limit Exceeded")
             if self.rng.random() < faults.throttle:
                 raise GatewayError("Rejected.Throttling", 429, "QPS Limit Exceeded")
             if self.rng.random() < faults.unavailable:
-                raise GatewayError("ServiceUnavailableTemporary", 503, "Service is temporary unavailable, please try again later.")
+                raise GatewayError(
+                    "ServiceUnavailableTemporary", 503, "Service is temporary unavailable, please try again later."
+                )
             if action == "AssumeRoleWithOIDC" and version == STS_VERSION:
                 return self._ok(self.assume_role_with_oidc(params, request_id), request_id)
             if action not in KMS_ACTIONS or version != KMS_VERSION:
                 raise GatewayError(
-                    "InvalidAction.NotFound", 404, f"Specified api is not found, please check your url and method. ({action} {version})"
+                    "InvalidAction.NotFound",
+                    404,
+                    f"Specified api is not found, please check your url and method. ({action} {version})",
                 )
             access_key_id = self.authenticate(request, params, raw_body)
             self.calls[action] += 1
-            entry = {"action": action, "request_id": request_id, "access_key_id": access_key_id,
-                     **{k: params[k] for k in ("SecretName", "VersionStage", "MoveToVersion", "RemoveFromVersion", "VersionId") if k in params}}
+            entry = {
+                "action": action,
+                "request_id": request_id,
+                "access_key_id": access_key_id,
+                "signature": "ACS3-HMAC-SHA256" if "Signature" not in params else "HMAC-SHA1",
+                **{
+                    k: params[k]
+                    for k in ("SecretName", "VersionStage", "MoveToVersion", "RemoveFromVersion", "VersionId")
+                    if k in params
+                },
+            }
             self.history.append(entry)
             try:
                 result = self.dispatch(action, params)
@@ -181,8 +199,13 @@ class Emulator:
             }
             return web.json_response(body, status=err.status)
         except KmsFault as fault:
-            body = {"HttpStatus": fault.status, "Code": fault.code, "Message": fault.message, "RequestId": request_id}
-            return web.json_response(body, status=fault.status)
+            kms_body: dict[str, Any] = {
+                "HttpStatus": fault.status,
+                "Code": fault.code,
+                "Message": fault.message,
+                "RequestId": request_id,
+            }
+            return web.json_response(kms_body, status=fault.status)
 
     async def _delay(self, faults: Faults) -> None:
         delay = faults.latency_ms
@@ -224,8 +247,11 @@ class Emulator:
         if key.security_token is not None:
             # inferred codes: STS keys need their own token, and expire
             if security_token != key.security_token:
-                raise GatewayError("InvalidSecurityToken.MismatchWithAccessKey", 400,
-                                   "Specified SecurityToken mismatch with the AccessKey.")
+                raise GatewayError(
+                    "InvalidSecurityToken.MismatchWithAccessKey",
+                    400,
+                    "Specified SecurityToken mismatch with the AccessKey.",
+                )
             if key.expiration is not None and key.expiration < self.clock():
                 raise GatewayError("InvalidSecurityToken.Expired", 400, "Specified SecurityToken is expired.")
         return key
@@ -234,13 +260,17 @@ class Emulator:
         try:
             ts = datetime.strptime(value, TIMESTAMP_FORMAT).replace(tzinfo=UTC).timestamp()
         except ValueError:
-            raise GatewayError("InvalidTimeStamp.Format", 400, "Specified time stamp or date value is not well formatted.") from None
+            raise GatewayError(
+                "InvalidTimeStamp.Format", 400, "Specified time stamp or date value is not well formatted."
+            ) from None
         if abs(ts - self.clock()) > self.config.timestamp_window:
             raise GatewayError("InvalidTimeStamp.Expired", 400, "Specified time stamp or date value is expired.")
 
     def _use_nonce(self, nonce: str) -> None:
         now = self.clock()
-        if len(self.nonces) > 100_000 or (self.nonces and next(iter(self.nonces.values())) < now - self.config.nonce_window):
+        if len(self.nonces) > 100_000 or (
+            self.nonces and next(iter(self.nonces.values())) < now - self.config.nonce_window
+        ):
             self.nonces = {n: t for n, t in self.nonces.items() if t >= now - self.config.nonce_window}
         if nonce in self.nonces:
             raise GatewayError("SignatureNonceUsed", 400, "Specified signature nonce was used already.")
@@ -251,14 +281,17 @@ class Emulator:
         for name in names:
             if not params.get(name):
                 raise GatewayError(
-                    "MissingParameter", 400,
+                    "MissingParameter",
+                    400,
                     f'The input parameter "{name}" that is mandatory for processing this request is not supplied.',
                 )
 
     def _verify_rpc(self, method: str, params: dict[str, str]) -> str:
         self._require(params, "AccessKeyId", "SignatureMethod", "SignatureVersion", "SignatureNonce", "Timestamp")
         if params["SignatureMethod"] != "HMAC-SHA1" or params["SignatureVersion"] != "1.0":
-            raise GatewayError("InvalidParameter.SignatureMethod", 400, "SignatureMethod must be HMAC-SHA1 with SignatureVersion 1.0.")
+            raise GatewayError(
+                "InvalidParameter.SignatureMethod", 400, "SignatureMethod must be HMAC-SHA1 with SignatureVersion 1.0."
+            )
         self._check_time(params["Timestamp"])
         key = self._key(params["AccessKeyId"], params.get("SecurityToken"))
         expected = signing.rpc_signature(method, params, key.secret)
@@ -269,7 +302,8 @@ class Emulator:
         if not hmac.compare_digest(given, base64.b64decode(expected)):
             # Real KMS echoes its string to sign; clients must not log it (our client strips it).
             raise GatewayError(
-                "SignatureDoesNotMatch", 400,
+                "SignatureDoesNotMatch",
+                400,
                 "Specified signature is not matched with our calculation. server string to sign is:"
                 + signing.rpc_string_to_sign(method, params),
             )
@@ -280,15 +314,21 @@ class Emulator:
         try:
             fields = signing.parse_acs3_authorization(authorization)
         except ValueError as exc:
-            raise GatewayError("IncompleteSignature", 400, f"The request signature does not conform to Aliyun standards: {exc}") from None
+            raise GatewayError(
+                "IncompleteSignature", 400, f"The request signature does not conform to Aliyun standards: {exc}"
+            ) from None
         headers = {k.lower(): v for k, v in request.headers.items()}
         for name in ("x-acs-action", "x-acs-version", "x-acs-date", "x-acs-signature-nonce"):
             if not headers.get(name):
-                raise GatewayError("MissingParameter", 400, f'The input header "{name}" that is mandatory is not supplied.')
+                raise GatewayError(
+                    "MissingParameter", 400, f'The input header "{name}" that is mandatory is not supplied.'
+                )
         signed = [h for h in fields["SignedHeaders"].split(";") if h]
         unsigned = [h for h in headers if (h == "host" or h.startswith("x-acs-")) and h not in signed]
         if unsigned or any(h not in headers for h in signed):
-            raise GatewayError("IncompleteSignature", 400, f"Headers must be signed and present: {sorted(unsigned) or signed}")
+            raise GatewayError(
+                "IncompleteSignature", 400, f"Headers must be signed and present: {sorted(unsigned) or signed}"
+            )
         payload_hash = headers.get("x-acs-content-sha256") or signing.sha256_hex(raw_body)
         if payload_hash != signing.sha256_hex(raw_body):
             raise GatewayError("SignatureDoesNotMatch", 400, "x-acs-content-sha256 does not match the request body.")
@@ -305,7 +345,8 @@ class Emulator:
         expected = signing.acs3_signature(canonical, key.secret)
         if not hmac.compare_digest(expected, fields["Signature"].lower()):
             raise GatewayError(
-                "SignatureDoesNotMatch", 400,
+                "SignatureDoesNotMatch",
+                400,
                 "Specified signature is not matched with our calculation. server string to sign is:"
                 + signing.acs3_string_to_sign(canonical),
             )
@@ -334,39 +375,66 @@ class Emulator:
                 "TotalCount": len(versions),
                 "PageNumber": page,
                 "PageSize": size,
-                "VersionIds": {"VersionId": [
-                    {"VersionId": v.version_id, "CreateTime": v.create_time, "VersionStages": {"VersionStage": list(v.stages)}}
-                    for v in chunk
-                ]},
+                "VersionIds": {
+                    "VersionId": [
+                        {
+                            "VersionId": v.version_id,
+                            "CreateTime": v.create_time,
+                            "VersionStages": {"VersionStage": list(v.stages)},
+                        }
+                        for v in chunk
+                    ]
+                },
             }
         if action == "DescribeSecret":
             secret = store.resolve(name)
             return {
-                "SecretName": secret.name, "Arn": secret.arn, "SecretType": "Generic", "Description": secret.description,
-                "EncryptionKeyId": "", "CreateTime": secret.create_time, "UpdateTime": secret.update_time,
+                "SecretName": secret.name,
+                "Arn": secret.arn,
+                "SecretType": "Generic",
+                "Description": secret.description,
+                "EncryptionKeyId": "",
+                "CreateTime": secret.create_time,
+                "UpdateTime": secret.update_time,
                 "AutomaticRotation": "Disabled",
             }
         if action == "GetSecretValue":
             secret, version = store.get_value(name, p.get("VersionId") or None, p.get("VersionStage") or None)
             return {
-                "SecretName": secret.name, "SecretType": "Generic", "SecretData": version.data,
-                "SecretDataType": version.data_type, "VersionId": version.version_id,
-                "CreateTime": version.create_time, "VersionStages": {"VersionStage": list(version.stages)},
+                "SecretName": secret.name,
+                "SecretType": "Generic",
+                "SecretData": version.data,
+                "SecretDataType": version.data_type,
+                "VersionId": version.version_id,
+                "CreateTime": version.create_time,
+                "VersionStages": {"VersionStage": list(version.stages)},
             }
         if action == "PutSecretValue":
             stages = _json_list(p["VersionStages"]) if p.get("VersionStages") else None
             version = store.put_secret_value(
                 name, p.get("VersionId", ""), p.get("SecretData", ""), p.get("SecretDataType", "text"), stages, now
             )
-            return {"SecretName": store.resolve(name).name, "VersionId": version.version_id,
-                    "VersionStages": {"VersionStage": list(version.stages)}}
+            return {
+                "SecretName": store.resolve(name).name,
+                "VersionId": version.version_id,
+                "VersionStages": {"VersionStage": list(version.stages)},
+            }
         if action == "CreateSecret":
             secret = store.create_secret(
-                name, p.get("VersionId", ""), p.get("SecretData", ""), p.get("SecretDataType", "text"),
-                p.get("Description", ""), now,
+                name,
+                p.get("VersionId", ""),
+                p.get("SecretData", ""),
+                p.get("SecretDataType", "text"),
+                p.get("Description", ""),
+                now,
             )
-            return {"SecretName": secret.name, "Arn": secret.arn, "SecretType": "Generic",
-                    "VersionId": secret.versions[0].version_id, "AutomaticRotation": "Disabled"}
+            return {
+                "SecretName": secret.name,
+                "Arn": secret.arn,
+                "SecretType": "Generic",
+                "VersionId": secret.versions[0].version_id,
+                "AutomaticRotation": "Disabled",
+            }
         if action == "DeleteSecret":
             secret = store.delete_secret(name)
             return {"SecretName": secret.name, "PlannedDeleteTime": now}
@@ -382,7 +450,9 @@ class Emulator:
             raise GatewayError("InvalidParameter.RoleArn", 400, "The parameter RoleArn is wrongly formed.")
         duration = _positive_int(p.get("DurationSeconds"), 3600, "DurationSeconds")
         if not 900 <= duration <= 43200:
-            raise GatewayError("InvalidParameter.DurationSeconds", 400, "DurationSeconds must be between 900 and 43200.")
+            raise GatewayError(
+                "InvalidParameter.DurationSeconds", 400, "DurationSeconds must be between 900 and 43200."
+            )
         expiration = self.clock() + duration
         ak = "STS." + uuid.uuid4().hex[:24]
         secret = uuid.uuid4().hex + uuid.uuid4().hex
@@ -392,10 +462,15 @@ class Emulator:
         role = p["RoleArn"].split(":role/", 1)[1]
         return {
             "Credentials": {
-                "AccessKeyId": ak, "AccessKeySecret": secret, "SecurityToken": token_value,
+                "AccessKeyId": ak,
+                "AccessKeySecret": secret,
+                "SecurityToken": token_value,
                 "Expiration": datetime.fromtimestamp(expiration, UTC).strftime(TIMESTAMP_FORMAT),
             },
-            "AssumedRoleUser": {"Arn": f"{p['RoleArn']}/{p['RoleSessionName']}", "AssumedRoleId": f"3{request_id[:17]}:{role}"},
+            "AssumedRoleUser": {
+                "Arn": f"{p['RoleArn']}/{p['RoleSessionName']}",
+                "AssumedRoleId": f"3{request_id[:17]}:{role}",
+            },
             "SourceIdentity": "",
         }
 
@@ -419,8 +494,14 @@ class Emulator:
         return web.json_response({k: asdict(v) for k, v in self.faults.items()})
 
     async def admin_calls(self, request: web.Request) -> web.Response:
-        return web.json_response({"calls": dict(self.calls), "applied": dict(self.applied),
-                                  "sts_exchanges": self.sts_exchanges, "history": self.history[-1000:]})
+        return web.json_response(
+            {
+                "calls": dict(self.calls),
+                "applied": dict(self.applied),
+                "sts_exchanges": self.sts_exchanges,
+                "history": self.history[-1000:],
+            }
+        )
 
     async def admin_reset_counters(self, request: web.Request) -> web.Response:
         self.calls.clear()
@@ -437,7 +518,7 @@ class Emulator:
 
 
 def _positive_int(value: str | None, default: int, name: str) -> int:
-    if value in (None, ""):
+    if not value:
         return default
     try:
         number = int(value)

@@ -26,7 +26,7 @@ async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> A
     await site.start()
     server = site._server
     assert server is not None
-    sockname = server.sockets[0].getsockname()  # type: ignore[union-attr]
+    sockname = server.sockets[0].getsockname()  # type: ignore[attr-defined]
     shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
     try:
         yield f"http://{shown}:{sockname[1]}"
@@ -60,7 +60,11 @@ async def run_forever(emulator: Emulator, host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with serve(emulator, host, port) as url:
         print(f"listening on {url}", flush=True)
-        log.info("KMS emulator ready at %s (region %s, auto ACSPrevious %s)", url,
-                 emulator.store.region, emulator.store.auto_previous)
+        log.info(
+            "KMS emulator ready at %s (region %s, auto ACSPrevious %s)",
+            url,
+            emulator.store.region,
+            emulator.store.auto_previous,
+        )
         await stop.wait()
     print("emulator stopped", file=sys.stderr, flush=True)

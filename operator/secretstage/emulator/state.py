@@ -88,10 +88,10 @@ class Store:
     def resolve(self, name_or_arn: str) -> Secret:
         name = name_or_arn
         if name_or_arn.startswith("acs:kms:"):
-            parts = name_or_arn.split(":", 5)
-            if len(parts) != 6 or not parts[5].startswith("secret/"):
+            parts = name_or_arn.split(":", 4)
+            if len(parts) != 5 or not parts[4].startswith("secret/"):
                 raise invalid(f"SecretName {name_or_arn!r} is not a secret ARN (acs:kms:REGION:ACCOUNT:secret/NAME)")
-            _, _, region, account, _, resource = parts
+            _, _, region, account, resource = parts
             if region != self.region or account != self.account:
                 # Another account's or region's secret: not visible from here.
                 raise not_found(f"secret {name_or_arn!r}")
@@ -103,7 +103,9 @@ class Store:
 
     # --- operations ---
 
-    def create_secret(self, name: str, version_id: str, data: str, data_type: str, description: str, now: str) -> Secret:
+    def create_secret(
+        self, name: str, version_id: str, data: str, data_type: str, description: str, now: str
+    ) -> Secret:
         if not SECRET_NAME.match(name) or name.startswith("acs/"):
             raise invalid("SecretName must be 1-192 characters of letters, digits and _/+=.@- and not start with acs/")
         self._check_version_id(version_id)
@@ -156,7 +158,9 @@ class Store:
     ) -> Secret:
         secret = self.resolve(name)
         if not stage:
-            raise KmsFault("MissingParameter", 400, "The input parameter VersionStage that is mandatory is not supplied")
+            raise KmsFault(
+                "MissingParameter", 400, "The input parameter VersionStage that is mandatory is not supplied"
+            )
         if not move_to and not remove_from:
             raise invalid("At least one of RemoveFromVersion and MoveToVersion must be specified")
         if stage in SYSTEM_STAGES and not move_to:
@@ -180,7 +184,12 @@ class Store:
         if target is not None and stage not in target.stages:
             target.stages.append(stage)
         moved_current_from = source if stage == ACS_CURRENT else None
-        if moved_current_from is not None and target is not None and moved_current_from is not target and self.auto_previous:
+        if (
+            moved_current_from is not None
+            and target is not None
+            and moved_current_from is not target
+            and self.auto_previous
+        ):
             self._attach(secret, ACS_PREVIOUS, moved_current_from)
         secret.update_time = now
         return secret

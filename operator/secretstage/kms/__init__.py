@@ -10,7 +10,13 @@ from secretstage.kms.credentials import (
     default_provider,
 )
 from secretstage.kms.endpoints import kms_endpoint, normalize_endpoint, resolve_endpoint
-from secretstage.kms.errors import ConfigurationError, CredentialsError, KmsApiError, KmsError, KmsTransportError
+from secretstage.kms.errors import (
+    ConfigurationError,
+    CredentialsError,
+    KmsApiError,
+    KmsError,
+    KmsTransportError,
+)
 from secretstage.kms.models import SecretVersion, StageUpdate, VersionList
 from secretstage.kms.ratelimit import TokenBucket
 from secretstage.kms.retry import RetryPolicy

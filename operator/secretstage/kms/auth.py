@@ -44,18 +44,17 @@ class _Signer(httpx.Auth):
         self.clock = clock
         self.nonce = nonce
 
-    def sign(self, request: httpx.Request) -> None:
+    def sign(self, request: httpx.Request) -> httpx.Request:
         raise NotImplementedError
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        self.sign(request)
-        yield request
+        yield self.sign(request)
 
 
 class Acs3HmacSha256Auth(_Signer):
     """ACS3-HMAC-SHA256 ("V3"): signs host, content-type and every x-acs-* header plus the body hash."""
 
-    def sign(self, request: httpx.Request) -> None:
+    def sign(self, request: httpx.Request) -> httpx.Request:
         creds = self.credentials
         body = request.content
         request.headers.pop("Authorization", None)
@@ -66,11 +65,11 @@ class Acs3HmacSha256Auth(_Signer):
             request.headers["x-acs-security-token"] = creds.security_token
         else:
             request.headers.pop("x-acs-security-token", None)
-        names = signing.acs3_signed_header_names(request.headers)
+        names = signing.acs3_signed_header_names(request.headers.multi_items())
         canonical = signing.acs3_canonical_request(
             request.method,
             parse_qsl(request.url.query.decode(), keep_blank_values=True),
-            dict(request.headers),
+            request.headers.multi_items(),
             names,
             request.headers["x-acs-content-sha256"],
             request.url.path,
@@ -79,19 +78,25 @@ class Acs3HmacSha256Auth(_Signer):
         log.debug("ACS3 string to sign: %r", signing.acs3_string_to_sign(canonical))
         signature = signing.acs3_signature(canonical, creds.access_key_secret)
         request.headers["Authorization"] = signing.acs3_authorization(creds.access_key_id, names, signature)
+        return request
 
 
 class HmacSha1RpcAuth(_Signer):
-    """HMAC-SHA1 RPC signature (SignatureVersion 1.0): common parameters + ``Signature`` in the query."""
+    """HMAC-SHA1 RPC signature (SignatureVersion 1.0).
 
-    def sign(self, request: httpx.Request) -> None:
+    For a form POST the common parameters, ``SecurityToken`` and ``Signature`` go into the body,
+    not the URL: URLs end up in access logs and client debug logs, bodies do not.
+    """
+
+    def sign(self, request: httpx.Request) -> httpx.Request:
         creds = self.credentials
-        action = request.headers.pop("x-acs-action", None)
-        version = request.headers.pop("x-acs-version", None)
+        action = request.headers.get("x-acs-action")
+        version = request.headers.get("x-acs-version")
         if not action or not version:
             raise ConfigurationError("HMAC-SHA1 signing needs the x-acs-action and x-acs-version headers")
         query = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True))
-        query.pop("Signature", None)
+        in_body = request.method == "POST" and request.headers.get("content-type", "").startswith(FORM)
+        body = dict(parse_qsl(request.content.decode(), keep_blank_values=True)) if in_body else {}
         common = {
             "Action": action,
             "Version": version,
@@ -104,14 +109,21 @@ class HmacSha1RpcAuth(_Signer):
         }
         if creds.security_token:
             common["SecurityToken"] = creds.security_token
-        query.update(common)
-        signed = dict(query)
-        if request.headers.get("content-type", "").startswith(FORM):
-            signed.update(parse_qsl(request.content.decode(), keep_blank_values=True))
-        query["Signature"] = signing.rpc_signature(request.method, signed, creds.access_key_secret)
-        request.url = request.url.copy_with(
-            query=signing.canonical_query(query.items()).encode()
+        target = body if in_body else query
+        target.pop("Signature", None)
+        target.update(common)
+        target["Signature"] = signing.rpc_signature(request.method, {**query, **body}, creds.access_key_secret)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_COPIED}
+        return httpx.Request(
+            request.method,
+            request.url.copy_with(query=signing.canonical_query(query.items()).encode() or None),
+            headers=headers,
+            content=signing.canonical_query(body.items()).encode() if in_body else request.content,
+            extensions=request.extensions,
         )
+
+
+_NOT_COPIED = {"x-acs-action", "x-acs-version", "content-length"}
 
 
 def auth_for(

@@ -22,6 +22,7 @@ from secretstage.kms.models import (
     PutResult,
     SecretInfo,
     SecretValue,
+    SecretVersion,
     StageUpdate,
     VersionList,
     parse_version,
@@ -68,6 +69,7 @@ class KmsClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         observer: CallObserver | None = None,
+        page_size: int = LIST_PAGE_SIZE,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.credentials = credentials
@@ -81,6 +83,7 @@ class KmsClient:
         self._sleep = sleep
         self._rng = rng
         self._observer = observer
+        self.page_size = page_size
         self.attempts = 0  # HTTP attempts made by this client (for tests and status)
 
     async def __aenter__(self) -> KmsClient:
@@ -127,8 +130,8 @@ class KmsClient:
 
     async def list_secret_version_ids(self, secret_name: str, *, include_deprecated: bool = False) -> VersionList:
         """Every page; stops when the total is reached or a page comes back empty."""
-        versions = []
-        request_ids = []
+        versions: list[SecretVersion] = []
+        request_ids: list[str] = []
         page = 1
         while True:
             body = await self.call(
@@ -137,7 +140,7 @@ class KmsClient:
                     "SecretName": secret_name,
                     "IncludeDeprecated": "true" if include_deprecated else "false",
                     "PageNumber": str(page),
-                    "PageSize": str(LIST_PAGE_SIZE),
+                    "PageSize": str(self.page_size),
                 },
             )
             request_ids.append(_rid(body))
@@ -236,7 +239,12 @@ class KmsClient:
                 delay = self.retry.delay(attempt, self._rng)
                 log.warning(
                     "KMS %s attempt %d/%d failed (%s, RequestId %s); retrying in %.2fs",
-                    action, attempt, self.retry.max_attempts, exc.code, exc.request_id or "-", delay,
+                    action,
+                    attempt,
+                    self.retry.max_attempts,
+                    exc.code,
+                    exc.request_id or "-",
+                    delay,
                 )
                 await self._sleep(delay)
 

@@ -23,11 +23,11 @@ from secretstage.kms.errors import CredentialsError, KmsApiError, KmsTransportEr
 log = logging.getLogger(__name__)
 
 ENV_ACCESS_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
-ENV_ACCESS_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"  # noqa: S105 - a variable name
-ENV_SECURITY_TOKEN = "ALIBABA_CLOUD_SECURITY_TOKEN"  # noqa: S105
+ENV_ACCESS_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
+ENV_SECURITY_TOKEN = "ALIBABA_CLOUD_SECURITY_TOKEN"
 ENV_ROLE_ARN = "ALIBABA_CLOUD_ROLE_ARN"
 ENV_OIDC_PROVIDER_ARN = "ALIBABA_CLOUD_OIDC_PROVIDER_ARN"
-ENV_OIDC_TOKEN_FILE = "ALIBABA_CLOUD_OIDC_TOKEN_FILE"  # noqa: S105
+ENV_OIDC_TOKEN_FILE = "ALIBABA_CLOUD_OIDC_TOKEN_FILE"
 ENV_STS_ENDPOINT = "ALIBABA_CLOUD_STS_ENDPOINT"
 ENV_STS_REGION = "ALIBABA_CLOUD_STS_REGION"
 ENV_VPC_ENDPOINT_ENABLED = "ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED"
@@ -181,8 +181,7 @@ class RrsaProvider:
 
     async def _exchange(self) -> Credentials:
         try:
-            with open(self.oidc_token_file, encoding="utf-8") as f:
-                token = f.read().strip()
+            token = (await asyncio.to_thread(_read_text, self.oidc_token_file)).strip()
         except OSError as exc:
             raise CredentialsError(
                 f"cannot read the RRSA token file {ENV_OIDC_TOKEN_FILE}={self.oidc_token_file}: "
@@ -247,6 +246,11 @@ class RrsaProvider:
             expiration=expiration,
             source="rrsa",
         )
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
 
 
 def default_provider(environ: Mapping[str, str] | None = None, **rrsa_kwargs: Any) -> CredentialsProvider:

@@ -30,9 +30,8 @@ def percent_encode(value: str) -> str:
 
 
 def canonical_query(params: Iterable[tuple[str, str]]) -> str:
-    """Sort by encoded name (byte order), encode name and value, join ``name=value`` with ``&``."""
-    encoded = sorted((percent_encode(k), percent_encode(v)) for k, v in params)
-    return "&".join(f"{k}={v}" for k, v in encoded)
+    """Sort by raw name (code point order, as Alibaba's util), encode name and value, join with ``&``."""
+    return "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in sorted(params))
 
 
 # --- HMAC-SHA1, SignatureVersion 1.0 -----------------------------------------------------------
@@ -54,23 +53,36 @@ def rpc_signature(method: str, params: Mapping[str, str], access_key_secret: str
 # --- ACS3-HMAC-SHA256 ---------------------------------------------------------------------------
 
 
-def acs3_signed_header_names(headers: Mapping[str, str]) -> list[str]:
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+def _header_pairs(headers: Headers) -> Iterable[tuple[str, str]]:
+    return headers.items() if isinstance(headers, Mapping) else headers
+
+
+def acs3_signed_header_names(headers: Headers) -> list[str]:
     """``host``, ``content-type`` and every ``x-acs-*`` header, lower-cased and sorted."""
-    names = {k.lower() for k in headers}
+    names = {k.lower() for k, _ in _header_pairs(headers)}
     return sorted(n for n in names if n in ("host", "content-type") or n.startswith("x-acs-"))
 
 
 def acs3_canonical_request(
     method: str,
     query: Iterable[tuple[str, str]],
-    headers: Mapping[str, str],
+    headers: Headers,
     signed_header_names: list[str],
     hashed_payload: str,
     path: str = "/",
 ) -> str:
-    """``METHOD\\nURI\\nQUERY\\nHEADERS\\nSIGNED_HEADERS\\nHASHED_PAYLOAD``; header values trimmed."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    canonical_headers = "".join(f"{name}:{lower[name].strip()}\n" for name in signed_header_names)
+    """``METHOD\\nURI\\nQUERY\\nHEADERS\\nSIGNED_HEADERS\\nHASHED_PAYLOAD``.
+
+    Header values are trimmed; a header sent more than once contributes its values sorted and
+    joined with ``,`` (as Alibaba's util does).
+    """
+    values: dict[str, list[str]] = {}
+    for name, value in _header_pairs(headers):
+        values.setdefault(name.lower(), []).append(value.strip())
+    canonical_headers = "".join(f"{name}:{','.join(sorted(values[name]))}\n" for name in signed_header_names)
     return "\n".join(
         [
             method.upper(),

@@ -1,0 +1,271 @@
+"""The ``secretstage`` command: promote, versions, emulator, run.
+
+Results go to stdout; progress, logs and errors to stderr. Nothing secret is ever printed.
+Exit codes: 0 success, 1 KMS said no (or could not be reached), 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from secretstage import __version__, logs
+
+log = logging.getLogger("secretstage")
+
+EXIT_KMS_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _usage_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    parser.error(message)  # prints usage + message to stderr, exits 2
+
+
+def _add_kms_target(p: argparse.ArgumentParser) -> None:
+    target = p.add_mutually_exclusive_group()
+    target.add_argument(
+        "--region",
+        metavar="REGION",
+        default=os.environ.get("ALIBABA_CLOUD_REGION_ID"),
+        help="region ID, e.g. cn-hangzhou -> https://kms.cn-hangzhou.aliyuncs.com (env ALIBABA_CLOUD_REGION_ID)",
+    )
+    target.add_argument("--endpoint", metavar="URL", help="explicit KMS endpoint URL, e.g. http://127.0.0.1:8079")
+    p.add_argument("--vpc", action="store_true", help="use the VPC gateway kms-vpc.<region>.aliyuncs.com")
+    p.add_argument(
+        "--signature", default="ACS3-HMAC-SHA256", metavar="ALGORITHM", help="ACS3-HMAC-SHA256 (default) or HMAC-SHA1"
+    )
+    p.add_argument(
+        "--max-attempts", type=int, default=5, metavar="N", help="attempts per call for retryable errors (default 5)"
+    )
+    p.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS", help="read timeout per attempt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="secretstage",
+        description="Promote Alibaba Cloud KMS secret version stages; run the operator or a local KMS emulator.",
+    )
+    parser.add_argument("--version", action="version", version=f"secretstage {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    promote = sub.add_parser(
+        "promote",
+        help="move a stage label with UpdateSecretVersionStage",
+        description="Call UpdateSecretVersionStage once (with retries for transient errors). "
+        "Credentials come from ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET[/SECURITY_TOKEN] or RRSA.",
+    )
+    promote.add_argument("--secret-name", required=True, metavar="NAME", help="secret name or ARN")
+    promote.add_argument("--version-stage", required=True, metavar="STAGE", help="ACSCurrent, ACSPrevious or custom")
+    promote.add_argument("--move-to-version", metavar="VERSION_ID")
+    promote.add_argument("--remove-from-version", metavar="VERSION_ID")
+    _add_kms_target(promote)
+
+    versions = sub.add_parser("versions", help="show a secret's versions and their stages")
+    versions.add_argument("secret_name", metavar="NAME", help="secret name or ARN")
+    versions.add_argument("--include-deprecated", action="store_true", help="also show versions without stages")
+    versions.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_kms_target(versions)
+
+    emulator = sub.add_parser(
+        "emulator",
+        help="run the local KMS emulator",
+        description="A local Alibaba Cloud KMS (Secrets Manager + STS AssumeRoleWithOIDC) "
+        "that checks signatures and reproduces KMS semantics and errors.",
+    )
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8079, help="0 picks a free port")
+    emulator.add_argument(
+        "--access-key-id",
+        default=os.environ.get("SECRETSTAGE_EMULATOR_ACCESS_KEY_ID"),
+        help="the AccessKeyId the emulator accepts (env SECRETSTAGE_EMULATOR_ACCESS_KEY_ID)",
+    )
+    emulator.add_argument(
+        "--access-key-secret",
+        default=os.environ.get("SECRETSTAGE_EMULATOR_ACCESS_KEY_SECRET"),
+        help="its secret (env SECRETSTAGE_EMULATOR_ACCESS_KEY_SECRET, preferred: flags show in ps)",
+    )
+    emulator.add_argument("--state", metavar="FILE", help="persist secrets to FILE (written atomically)")
+    emulator.add_argument("--region", default="cn-hangzhou", help="region in ARNs (default cn-hangzhou)")
+    emulator.add_argument("--account", default="1234567890123456", help="account ID in ARNs")
+    emulator.add_argument(
+        "--auto-previous",
+        choices=["true", "false"],
+        default="true",
+        help="move ACSPrevious to the old version when ACSCurrent moves (default true)",
+    )
+    emulator.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="ACTION:KEY=VALUE[,KEY=VALUE]",
+        help="inject faults, e.g. UpdateSecretVersionStage:throttle=0.3,latency_ms=50 "
+        "(ACTION * = all; keys: throttle, unavailable, drop, drop_after, latency_ms, "
+        "spike_probability, spike_ms)",
+    )
+
+    from secretstage.runner import (
+        add_run_parser,  # the operator pulls in kopf; keep it out of the other commands
+    )
+
+    add_run_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level, args.log_format)
+    if args.command == "emulator":
+        return _emulator(parser, args)
+    if args.command == "run":
+        from secretstage.runner import run
+
+        return run(parser, args)
+    return asyncio.run(_kms_command(parser, args))
+
+
+def _emulator(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from secretstage.emulator.app import Faults
+    from secretstage.emulator.server import build, run_forever
+
+    if not args.access_key_id or not args.access_key_secret:
+        _usage_error(
+            parser,
+            "--access-key-id and --access-key-secret (or their SECRETSTAGE_EMULATOR_* "
+            "environment variables) are required: the emulator checks every signature",
+        )
+    faults: dict[str, Faults] = {}
+    for spec in args.fault:
+        action, sep, settings = spec.partition(":")
+        try:
+            if not sep or not action:
+                raise ValueError("expected ACTION:KEY=VALUE[,KEY=VALUE]")
+            pairs = dict(item.split("=", 1) for item in settings.split(",") if item)
+            faults[action] = Faults.from_json(pairs)
+        except ValueError as exc:
+            _usage_error(parser, f"--fault {spec!r}: {exc}")
+    emulator = build(
+        access_key_id=args.access_key_id,
+        access_key_secret=args.access_key_secret,
+        state_file=args.state,
+        region=args.region,
+        account=args.account,
+        auto_previous=args.auto_previous == "true",
+        faults=faults,
+    )
+    try:
+        asyncio.run(run_forever(emulator, args.host, args.port))
+    except OSError as exc:
+        print(f"secretstage emulator: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+async def _kms_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import httpx
+
+    from secretstage.kms import (
+        ConfigurationError,
+        CredentialsError,
+        KmsClient,
+        KmsError,
+        RetryPolicy,
+        default_provider,
+    )
+    from secretstage.kms.auth import check_algorithm
+    from secretstage.kms.endpoints import kms_endpoint, normalize_endpoint
+
+    try:
+        if args.endpoint:
+            endpoint = normalize_endpoint(args.endpoint, field="--endpoint")
+        elif args.region:
+            endpoint = kms_endpoint(args.region, vpc=args.vpc)
+        else:
+            raise ConfigurationError("give --region REGION (or ALIBABA_CLOUD_REGION_ID) or --endpoint URL")
+        check_algorithm(args.signature, field="--signature")
+        if args.max_attempts < 1:
+            raise ConfigurationError("--max-attempts must be at least 1")
+        if args.command == "promote":
+            if not args.secret_name.strip():
+                raise ConfigurationError("--secret-name is empty; give the secret's name or ARN")
+            if not args.move_to_version and not args.remove_from_version:
+                raise ConfigurationError("give --move-to-version and/or --remove-from-version")
+        elif not args.secret_name.strip():
+            raise ConfigurationError("NAME is empty; give the secret's name or ARN")
+        credentials = default_provider()
+    except (ConfigurationError, CredentialsError) as exc:
+        _usage_error(parser, str(exc))
+
+    client = KmsClient(
+        endpoint=endpoint,
+        credentials=credentials,
+        signature=args.signature,
+        retry=RetryPolicy(max_attempts=args.max_attempts),
+        timeout=httpx.Timeout(args.timeout, connect=5.0),
+    )
+    async with client:
+        try:
+            if args.command == "promote":
+                log.info(
+                    "UpdateSecretVersionStage %s %s -> %s at %s",
+                    args.secret_name,
+                    args.version_stage,
+                    args.move_to_version or "(remove)",
+                    endpoint,
+                )
+                result = await client.update_secret_version_stage(
+                    args.secret_name,
+                    args.version_stage,
+                    move_to_version=args.move_to_version,
+                    remove_from_version=args.remove_from_version,
+                )
+                print(json.dumps({"SecretName": result.secret_name, "RequestId": result.request_id}))
+            else:
+                listing = await client.list_secret_version_ids(
+                    args.secret_name, include_deprecated=args.include_deprecated
+                )
+                _print_versions(listing.secret_name, listing.versions, as_json=args.json)
+        except KmsError as exc:
+            print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+            print(f"RequestId: {exc.request_id or '-'}", file=sys.stderr)
+            return EXIT_KMS_ERROR
+        except CredentialsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    return 0
+
+
+def _print_versions(secret_name: str, versions: Sequence[Any], *, as_json: bool) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "SecretName": secret_name,
+                    "Versions": [
+                        {"VersionId": v.version_id, "CreateTime": v.create_time, "VersionStages": list(v.stages)}
+                        for v in versions
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    rows = [("VERSION ID", "CREATED", "STAGES")] + [
+        (v.version_id, v.create_time, ",".join(v.stages) or "-") for v in versions
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    print(f"Secret: {secret_name}")
+    for row in rows:
+        print("  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The emulator's stage rules and persistence, without HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from secretstage.emulator.state import KmsFault, Store
+
+NOW = "2026-01-01T00:00:00Z"
+
+
+def store_with(*versions: str) -> Store:
+    store = Store()
+    store.create_secret("s", versions[0], "d0", "text", "", "2026-01-01T00:00:00Z")
+    for i, v in enumerate(versions[1:], 1):
+        store.put_secret_value("s", v, f"d{i}", "text", [], f"2026-01-01T00:00:0{i}Z")
+    return store
+
+
+def stages(store: Store) -> dict[str, list[str]]:
+    return {v.version_id: v.stages for v in store.secrets["s"].versions}
+
+
+def test_put_secret_value_default_moves_current_and_previous() -> None:
+    store = store_with("v1")
+    store.put_secret_value("s", "v2", "x", "text", None, NOW)
+    store.put_secret_value("s", "v3", "y", "text", None, NOW)
+    assert stages(store) == {"v1": [], "v2": ["ACSPrevious"], "v3": ["ACSCurrent"]}
+
+
+def test_put_same_version_same_data_is_noop_different_data_rejected() -> None:
+    store = store_with("v1")
+    store.put_secret_value("s", "v1", "d0", "text", None, NOW)
+    with pytest.raises(KmsFault) as err:
+        store.put_secret_value("s", "v1", "other", "text", None, NOW)
+    assert err.value.code == "Rejected.ResourceExist"
+
+
+@pytest.mark.parametrize("auto_previous", [True, False])
+def test_move_current(auto_previous: bool) -> None:
+    store = store_with("v1", "v2")
+    store.auto_previous = auto_previous
+    store.update_secret_version_stage("s", "ACSCurrent", "v2", "v1", NOW)
+    assert stages(store)["v2"] == ["ACSCurrent"]
+    assert stages(store)["v1"] == (["ACSPrevious"] if auto_previous else [])
+
+
+def test_move_is_idempotent_only_when_asked_the_same_way() -> None:
+    store = store_with("v1", "v2")
+    store.update_secret_version_stage("s", "Canary", "v2", None, NOW)
+    store.update_secret_version_stage("s", "Canary", "v2", None, NOW)  # already there: no-op
+    assert stages(store)["v2"] == ["Canary"]
+
+
+def test_version_limit_evicts_oldest_unlabelled() -> None:
+    store = store_with(*[f"v{i}" for i in range(10)])
+    store.put_secret_value("s", "v10", "x", "text", ["Extra"], "2026-01-02T00:00:00Z")
+    ids = [v.version_id for v in store.secrets["s"].versions]
+    assert "v1" not in ids
+    assert "v0" in ids
+    assert len(ids) == 10
+
+
+def test_state_file_round_trip(tmp_path: Path) -> None:
+    store = store_with("v1", "v2")
+    path = tmp_path / "state.json"
+    store.save(str(path))
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    copy = Store()
+    assert copy.load(str(path))
+    assert stages(copy) == stages(store)
+    assert not list(tmp_path.glob(".emulator-state-*"))
