@@ -32,17 +32,23 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# Each check captures output before matching: `cmd | grep -q` under pipefail fails when grep exits early.
 have_apiserver() {
-  [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ] &&
-    "$BIN/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes $K8S_VERSION"
+  [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ] || return 1
+  local out; out=$("$BIN/kube-apiserver" --version 2>/dev/null) || return 1
+  [ "$out" = "Kubernetes $K8S_VERSION" ]
 }
 have_etcd() {
-  [ -x "$BIN/etcd" ] && "$BIN/etcd" --version 2>/dev/null | grep -q "etcd Version: ${ETCD_VERSION#v}"
+  [ -x "$BIN/etcd" ] || return 1
+  local out; out=$("$BIN/etcd" --version 2>/dev/null) || return 1
+  [[ $out == *"etcd Version: ${ETCD_VERSION#v}"* ]]
 }
 have_tools() {
-  [ -x "$BIN/kubectl" ] && [ -x "$BIN/helm" ] &&
-    "$BIN/kubectl" version --client 2>/dev/null | grep -q "$KUBECTL_VERSION" &&
-    "$BIN/helm" version --short 2>/dev/null | grep -q "$HELM_VERSION"
+  [ -x "$BIN/kubectl" ] && [ -x "$BIN/helm" ] || return 1
+  local k h
+  k=$("$BIN/kubectl" version --client 2>/dev/null) || return 1
+  h=$("$BIN/helm" version --short 2>/dev/null) || return 1
+  [[ $k == *"$KUBECTL_VERSION"* && $h == *"$HELM_VERSION"* ]]
 }
 
 go_env() {

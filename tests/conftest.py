@@ -13,6 +13,8 @@ from secretstage.emulator.app import Emulator
 from secretstage.emulator.server import build, serve
 from secretstage.kms import Credentials, KmsClient, RetryPolicy, StaticProvider
 
+pytest_plugins = ["tests.cluster"]
+
 ACCESS_KEY_ID = "LTAItestkey0001"
 # Unique per run, so a leak scan can never match an unrelated string.
 ACCESS_KEY_SECRET = "sk-" + uuid.uuid4().hex

@@ -1,0 +1,49 @@
+# One entry point for people and CI. Every target sets up what it needs on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv lint test test-unit test-e2e demo bench control-plane clean
+
+help:
+	@echo "make test   - lint + type-check + all tests (builds the test control plane on first run)"
+	@echo "make demo   - control plane + KMS emulator + operator + a sample promotion"
+	@echo "make bench  - benchmarks against the physical limit (writes bench/results and docs/benchmarks.md)"
+	@echo "make lint   - ruff, mypy, import contracts"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+control-plane:
+	hack/control-plane.sh build
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests bench hack
+	$(BIN)/ruff format --check operator tests bench hack
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -m "not k8s" -q
+
+test-e2e: $(STAMP) control-plane
+	$(BIN)/pytest -m k8s -q
+
+test: lint control-plane
+	$(BIN)/pytest -q -ra
+
+demo: $(STAMP) control-plane
+	$(BIN)/python hack/demo.py
+
+bench: $(STAMP) control-plane
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .control-plane .demo .pytest_cache .mypy_cache .ruff_cache

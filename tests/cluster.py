@@ -1,0 +1,144 @@
+"""pytest plugin: one real control plane per session (hack/control-plane.sh), a namespace per test.
+
+Set SECRETSTAGE_KUBECONFIG to run against an existing cluster (kind, k3d, ACK) instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from tests.support import ROOT
+
+SCRIPT = ROOT / "hack" / "control-plane.sh"
+
+
+@dataclass
+class Cluster:
+    kubeconfig: str
+    bin_dir: str
+    api: k8s.ApiClient
+    server: str = ""
+    state_dir: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: str | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [os.path.join(self.bin_dir, "kubectl"), "--kubeconfig", kubeconfig or self.kubeconfig, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [os.path.join(self.bin_dir, "helm"), "--kubeconfig", self.kubeconfig, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    def apply(self, manifest: dict[str, Any] | str, namespace: str | None = None) -> None:
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+        self.kubectl(*args, input=text)
+
+    def token_kubeconfig(self, namespace: str, service_account: str, path: Path) -> str:
+        """A kubeconfig that authenticates as a ServiceAccount through a TokenRequest token."""
+        token = self.kubectl("-n", namespace, "create", "token", service_account, "--duration=2h").stdout.strip()
+        raw = json.loads(self.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+        cluster = raw["clusters"][0]
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [cluster],
+            "users": [{"name": service_account, "user": {"token": token}}],
+            "contexts": [
+                {"name": "sa", "context": {"cluster": cluster["name"], "user": service_account, "namespace": namespace}}
+            ],
+            "current-context": "sa",
+        }
+        path.write_text(json.dumps(kubeconfig))
+        path.chmod(0o600)
+        return str(path)
+
+
+def _script(*args: str, env: dict[str, str], timeout: float) -> str:
+    result = subprocess.run(
+        ["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"hack/control-plane.sh {' '.join(args)} failed:\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    env = dict(os.environ)
+    external = os.environ.get("SECRETSTAGE_KUBECONFIG")
+    # Cold builds take minutes (measured ~5 min on 2 cores); allow far more for slow machines.
+    _script("build", env=env, timeout=3600)
+    bin_dir = _script("bin-dir", env=env, timeout=30).strip()
+    if external:
+        api = k8s_config.new_client_from_config(config_file=external)
+        yield Cluster(kubeconfig=external, bin_dir=bin_dir, api=api)
+        return
+    state = tmp_path_factory.mktemp("control-plane")
+    env["CP_STATE_DIR"] = str(state)
+    started = time.monotonic()
+    out = _script("up", env=env, timeout=300)
+    exports = dict(
+        line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line.startswith("export ")
+    )
+    print(f"control plane up in {time.monotonic() - started:.1f}s at {exports['K8S_SERVER']}")
+    api = k8s_config.new_client_from_config(config_file=exports["KUBECONFIG"])
+    try:
+        yield Cluster(
+            kubeconfig=exports["KUBECONFIG"],
+            bin_dir=bin_dir,
+            api=api,
+            server=exports["K8S_SERVER"],
+            state_dir=state,
+            env=exports,
+        )
+    finally:
+        api.close()
+        _script("down", env=env, timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    name = "t-" + uuid.uuid4().hex[:10]
+    core = k8s.CoreV1Api(cluster.api)
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={"secretstage-test": "1"})))
+    yield name
+    core.delete_namespace(name)  # kube-controller-manager finishes it in the background
