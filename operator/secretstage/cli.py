@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("SECRETSTAGE_EMULATOR_ACCESS_KEY_SECRET"),
         help="its secret (env SECRETSTAGE_EMULATOR_ACCESS_KEY_SECRET, preferred: flags show in ps)",
     )
+    emulator.add_argument(
+        "--security-token",
+        default=os.environ.get("SECRETSTAGE_EMULATOR_SECURITY_TOKEN"),
+        help="make the key an STS key that is only accepted with this SecurityToken "
+        "(env SECRETSTAGE_EMULATOR_SECURITY_TOKEN)",
+    )
     emulator.add_argument("--state", metavar="FILE", help="persist secrets to FILE (written atomically)")
     emulator.add_argument("--region", default="cn-hangzhou", help="region in ARNs (default cn-hangzhou)")
     emulator.add_argument("--account", default="1234567890123456", help="account ID in ARNs")
@@ -155,6 +161,7 @@ def _emulator(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     emulator = build(
         access_key_id=args.access_key_id,
         access_key_secret=args.access_key_secret,
+        security_token=args.security_token,
         state_file=args.state,
         region=args.region,
         account=args.account,

@@ -1,14 +1,175 @@
-"""``secretstage run``: the operator process (filled in by the operator issue)."""
+"""``secretstage run``: start the operator (kopf) with our settings, metrics and liveness probe."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import random
 from typing import Any
+
+from secretstage.config import ConfigError, Settings, from_sources
+
+log = logging.getLogger("secretstage.runner")
 
 
 def add_run_parser(sub: Any) -> None:
-    sub.add_parser("run", help="run the operator")
+    p = sub.add_parser(
+        "run",
+        help="run the operator",
+        description="Run the operator with standard kube config resolution (in-cluster, else KUBECONFIG). "
+        "Every flag also reads a SECRETSTAGE_* environment variable; the flag wins.",
+    )
+    p.add_argument(
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        metavar="NS",
+        help="watch only this namespace (repeatable; env SECRETSTAGE_NAMESPACES, comma-separated); "
+        "default: all namespaces",
+    )
+    p.add_argument(
+        "--endpoint-allow",
+        dest="endpoint_allow",
+        action="append",
+        metavar="REGEX",
+        help="a regex the whole KMS endpoint URL must match (repeatable; env SECRETSTAGE_ENDPOINT_ALLOW, "
+        r"space-separated); default https://kms(-vpc)?\.[a-z0-9-]+\.aliyuncs\.com. "
+        "The local emulator must be allowed explicitly, e.g. 'http://127\\.0\\.0\\.1:8079'",
+    )
+    p.add_argument(
+        "--default-region",
+        metavar="REGION",
+        help="region for promotions without spec.regionId or spec.endpoint (env SECRETSTAGE_DEFAULT_REGION)",
+    )
+    p.add_argument(
+        "--kms-rate-limit",
+        type=float,
+        metavar="RPS",
+        help="KMS requests per second for all promotions together (default 10; env SECRETSTAGE_KMS_RATE_LIMIT)",
+    )
+    p.add_argument(
+        "--kms-burst", type=int, metavar="N", help="rate limiter burst (default 10; env SECRETSTAGE_KMS_BURST)"
+    )
+    p.add_argument(
+        "--kms-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="read timeout per KMS request (default 15; env SECRETSTAGE_KMS_TIMEOUT)",
+    )
+    p.add_argument(
+        "--kms-max-attempts",
+        type=int,
+        metavar="N",
+        help="quick HTTP retries per KMS call before the promotion backs off (default 3; env "
+        "SECRETSTAGE_KMS_MAX_ATTEMPTS)",
+    )
+    p.add_argument(
+        "--allow-operator-identity",
+        action="store_const",
+        const=True,
+        default=None,
+        help="honour spec.credentials.operatorIdentity: the operator's own RRSA or environment "
+        "credentials (env SECRETSTAGE_ALLOW_OPERATOR_IDENTITY=true)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="Prometheus /metrics port, 0 = off (default 8080; env SECRETSTAGE_METRICS_PORT)",
+    )
+    p.add_argument(
+        "--health-port",
+        type=int,
+        metavar="PORT",
+        help="liveness /healthz port, 0 = off (default 8081; env SECRETSTAGE_HEALTH_PORT)",
+    )
+    p.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="kopf peering name for active/standby replicas (env SECRETSTAGE_PEERING); "
+        "default: standalone, for one replica",
+    )
+    p.add_argument(
+        "--max-workers",
+        type=int,
+        metavar="N",
+        help="promotions handled concurrently (default 100; env SECRETSTAGE_MAX_WORKERS)",
+    )
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    parser.error("the operator is not implemented yet")
+    try:
+        settings = from_sources(vars(args))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_operate(settings))
+    return 0
+
+
+def _load_kube_config() -> Any:
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+async def _operate(settings: Settings) -> None:
+    import httpx
+    import kopf
+    from kubernetes import client as k8s
+
+    from secretstage import handlers
+    from secretstage.kms import CredentialsError, TokenBucket, default_provider
+    from secretstage.metrics import Metrics
+    from secretstage.reconcile import Runtime
+
+    metrics = Metrics()
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(connect=5.0, read=settings.kms_timeout, write=settings.kms_timeout, pool=60.0),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+        follow_redirects=False,
+    )
+    operator_credentials = None
+    if settings.allow_operator_identity:
+        try:
+            operator_credentials = default_provider(http=http, on_refresh=metrics.credential_refreshes.inc)
+        except CredentialsError as exc:
+            log.warning("operator identity allowed but not configured: %s", exc)
+    api = _load_kube_config()
+    runtime = Runtime(
+        settings=settings,
+        http=http,
+        rate_limiter=TokenBucket(settings.kms_rate_limit, settings.kms_burst),
+        core=k8s.CoreV1Api(api),
+        metrics=metrics,
+        operator_credentials=operator_credentials,
+        rng=random.Random(),
+    )
+    log.info(
+        "starting: namespaces=%s endpoints=%s rate=%.1f/s peering=%s",
+        list(settings.namespaces) or "all",
+        list(settings.endpoint_allow),
+        settings.kms_rate_limit,
+        settings.peering or "standalone",
+    )
+    try:
+        await kopf.operator(
+            registry=handlers.registry,
+            standalone=settings.peering is None,
+            peering_name=settings.peering,
+            clusterwide=not settings.namespaces,
+            namespaces=list(settings.namespaces),
+            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
+            memo=kopf.Memo(runtime=runtime),
+        )
+    finally:
+        await runtime.aclose()
+        api.close()

@@ -38,6 +38,7 @@ def build(
     *,
     access_key_id: str,
     access_key_secret: str,
+    security_token: str | None = None,
     state_file: str | None = None,
     region: str = "cn-hangzhou",
     account: str = "1234567890123456",
@@ -48,7 +49,7 @@ def build(
     if state_file and store.load(state_file):
         log.info("loaded %d secret(s) from %s", len(store.secrets), state_file)
     emulator = Emulator(store, config=EmulatorConfig(state_file=state_file))
-    emulator.add_key(access_key_id, access_key_secret)
+    emulator.add_key(access_key_id, access_key_secret, security_token)
     emulator.faults = dict(faults or {})
     return emulator
 

@@ -1,0 +1,107 @@
+"""Operator settings: one typed object from ``secretstage run`` flags and ``SECRETSTAGE_*`` variables."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from secretstage.domain.policy import DEFAULT_ENDPOINT_ALLOW
+
+
+class ConfigError(ValueError):
+    """A bad setting; names the flag, the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Namespaces to watch; empty = all namespaces (cluster-wide RBAC needed).
+    namespaces: tuple[str, ...] = ()
+    #: Regexes; a promotion's KMS endpoint URL must fully match one of them.
+    endpoint_allow: tuple[str, ...] = DEFAULT_ENDPOINT_ALLOW
+    #: Region used when a promotion sets neither spec.regionId nor spec.endpoint.
+    default_region: str | None = None
+    #: Client-side KMS request rate (requests/s) and burst, shared by all promotions.
+    kms_rate_limit: float = 10.0
+    kms_burst: int = 10
+    #: Read timeout per KMS HTTP attempt, seconds.
+    kms_timeout: float = 15.0
+    #: HTTP attempts per KMS call before the promotion itself is retried with backoff.
+    kms_max_attempts: int = 3
+    #: Whether spec.credentials.operatorIdentity (the operator's own RRSA/env identity) is honoured.
+    allow_operator_identity: bool = False
+    #: Prometheus metrics port (0 = off) and liveness probe port (0 = off).
+    metrics_port: int = 8080
+    health_port: int = 8081
+    #: kopf peering name for active/standby HA; None = standalone (one replica).
+    peering: str | None = None
+    #: Concurrent promotions handled at once.
+    max_workers: int = 100
+
+
+ENV_PREFIX = "SECRETSTAGE_"
+
+
+def _bool(value: str, name: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}={value!r} is not a boolean; use true or false")
+
+
+def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = None) -> Settings:
+    """CLI values (None = not given) win over ``SECRETSTAGE_*`` variables, which win over defaults."""
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+
+    def pick(key: str, env_name: str) -> object:
+        value = cli.get(key)
+        if value not in (None, [], ()):
+            return value
+        return env.get(ENV_PREFIX + env_name)
+
+    def listed(key: str, env_name: str, separator: str) -> list[str]:
+        raw = pick(key, env_name)
+        if isinstance(raw, str):
+            return [item for item in re.split(separator, raw) if item]
+        return [str(item) for item in raw] if isinstance(raw, list | tuple) else []
+
+    namespaces = listed("namespaces", "NAMESPACES", r"[,\s]+")
+    allow = listed("endpoint_allow", "ENDPOINT_ALLOW", r"\s+")
+    for pattern in allow:
+        try:
+            re.compile(str(pattern))
+        except re.error as exc:
+            raise ConfigError(f"--endpoint-allow {pattern!r} is not a valid regex: {exc}") from None
+
+    def number(key: str, env_name: str, kind: type, default: float, minimum: float) -> float:
+        raw = pick(key, env_name)
+        if raw is None:
+            return default
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--{key.replace('_', '-')} / {ENV_PREFIX}{env_name}: {raw!r} is not a number") from None
+        if value < minimum:
+            raise ConfigError(f"--{key.replace('_', '-')} / {ENV_PREFIX}{env_name} must be >= {minimum}")
+        return float(value)
+
+    identity = pick("allow_operator_identity", "ALLOW_OPERATOR_IDENTITY")
+    return Settings(
+        namespaces=tuple(namespaces),
+        endpoint_allow=tuple(allow) if allow else defaults.endpoint_allow,
+        default_region=str(pick("default_region", "DEFAULT_REGION") or "") or None,
+        kms_rate_limit=number("kms_rate_limit", "KMS_RATE_LIMIT", float, defaults.kms_rate_limit, 0.01),
+        kms_burst=int(number("kms_burst", "KMS_BURST", int, defaults.kms_burst, 1)),
+        kms_timeout=number("kms_timeout", "KMS_TIMEOUT", float, defaults.kms_timeout, 0.1),
+        kms_max_attempts=int(number("kms_max_attempts", "KMS_MAX_ATTEMPTS", int, defaults.kms_max_attempts, 1)),
+        allow_operator_identity=identity
+        if isinstance(identity, bool)
+        else _bool(str(identity or ""), ENV_PREFIX + "ALLOW_OPERATOR_IDENTITY"),
+        metrics_port=int(number("metrics_port", "METRICS_PORT", int, defaults.metrics_port, 0)),
+        health_port=int(number("health_port", "HEALTH_PORT", int, defaults.health_port, 0)),
+        peering=str(pick("peering", "PEERING") or "") or None,
+        max_workers=int(number("max_workers", "MAX_WORKERS", int, defaults.max_workers, 1)),
+    )

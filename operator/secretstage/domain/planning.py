@@ -1,0 +1,105 @@
+"""What to send to KMS, given what it holds now; and whether the result is what was asked.
+
+Placement is ``stage -> version``. Every decision is made from a fresh read, which is what makes
+at-least-once delivery safe: a move that already happened is recognised, not sent again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
+
+from secretstage.domain.promotion import ACS_CURRENT, ACS_PREVIOUS, PromotionRequest
+
+
+@dataclass(frozen=True)
+class StageCall:
+    version_stage: str
+    move_to_version: str | None
+    remove_from_version: str | None
+
+    def describe(self) -> str:
+        if self.move_to_version and self.remove_from_version:
+            return f"move {self.version_stage} from {self.remove_from_version} to {self.move_to_version}"
+        if self.move_to_version:
+            return f"attach {self.version_stage} to {self.move_to_version}"
+        return f"remove {self.version_stage} from {self.remove_from_version}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    call: StageCall | None  # None: KMS already shows the asked placement
+    current_holder: str | None
+
+    def describe(self) -> str:
+        if self.call is None:
+            return "nothing to do: the stage is already where it was asked to be"
+        return self.call.describe()
+
+
+class PlanRejected(Exception):
+    """The promotion cannot proceed as specified (a permanent outcome)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def plan(request: PromotionRequest, placement: Mapping[str, str], versions: Set[str]) -> Plan:
+    stage = request.version_stage
+    holder = placement.get(stage)
+    expected = request.precondition_current_version
+    if expected is not None and holder != expected:
+        raise PlanRejected(
+            "PreconditionFailed",
+            f"{stage} is on version {holder or '(none)'}, but spec.precondition.currentVersion is {expected}; "
+            "another change moved it: re-read the secret and update the precondition",
+        )
+    move_to, remove_from = request.move_to_version, request.remove_from_version
+    for field, version in (("moveToVersion", move_to), ("removeFromVersion", remove_from)):
+        if version is not None and version not in versions:
+            raise PlanRejected(
+                "VersionNotFound",
+                f"spec.{field} {version} is not a version of secret {request.secret_name} "
+                f"(known: {', '.join(sorted(versions)) or 'none'})",
+            )
+    if move_to is None:  # pure removal of a custom stage
+        if holder != remove_from:
+            return Plan(call=None, current_holder=holder)
+        return Plan(call=StageCall(stage, None, remove_from), current_holder=holder)
+    if holder == move_to:
+        return Plan(call=None, current_holder=holder)
+    if remove_from is not None and holder != remove_from:
+        raise PlanRejected(
+            "StageNotOnVersion",
+            f"spec.removeFromVersion is {remove_from}, but {stage} is on {holder or 'no version'}; "
+            "fix spec.removeFromVersion or leave it out to move the stage from wherever it is",
+        )
+    # Always name the current holder: attaching a label held elsewhere needs RemoveFromVersion.
+    return Plan(call=StageCall(stage, move_to, holder), current_holder=holder)
+
+
+def previous_fixup(
+    request: PromotionRequest, old_holder: str | None, placement_after: Mapping[str, str]
+) -> StageCall | None:
+    """After ACSCurrent moved off ``old_holder``, ACSPrevious must be on it; KMS may or may not do that itself."""
+    if request.version_stage != ACS_CURRENT or not old_holder or old_holder == request.move_to_version:
+        return None
+    if placement_after.get(ACS_CURRENT) != request.move_to_version:
+        return None
+    holder = placement_after.get(ACS_PREVIOUS)
+    if holder == old_holder:
+        return None
+    return StageCall(ACS_PREVIOUS, old_holder, holder)
+
+
+def verify(request: PromotionRequest, placement_after: Mapping[str, str]) -> str | None:
+    """A problem description when KMS does not show what was asked, else None."""
+    stage = request.version_stage
+    holder = placement_after.get(stage)
+    if request.move_to_version is not None and holder != request.move_to_version:
+        return f"after the call KMS shows {stage} on {holder or 'no version'}, not on {request.move_to_version}"
+    if request.move_to_version is None and holder == request.remove_from_version:
+        return f"after the call KMS still shows {stage} on {holder}"
+    return None

@@ -1,0 +1,189 @@
+"""``PromotionRequest``: a SecretStagePromotion's spec, parsed and validated.
+
+The CRD schema and its CEL rules reject most bad input at admission; these checks repeat the
+ones that matter for safety, because the operator may run against an older CRD (or none).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ACS_CURRENT = "ACSCurrent"
+ACS_PREVIOUS = "ACSPrevious"
+SYSTEM_STAGES = (ACS_CURRENT, ACS_PREVIOUS)
+SIGNATURES = ("ACS3-HMAC-SHA256", "HMAC-SHA1")
+
+# Kept identical to the patterns in crds/secretstagepromotions.secretstage.io.yaml (a test checks).
+SECRET_NAME = r"^[A-Za-z0-9_/+=.@-]{1,192}$"
+SECRET_ARN = r"^acs:kms:[a-z0-9-]{1,32}:[0-9]{1,32}:secret/[A-Za-z0-9_/+=.@-]{1,192}$"
+STAGE = r"^[A-Za-z0-9_.-]{1,64}$"
+VERSION_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+REGION_ID = r"^[a-z]{2,4}(-[a-z0-9]{1,16}){1,3}$"
+ENDPOINT = r"^https?://[A-Za-z0-9.:\[\]-]{1,253}/?$"
+K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class InvalidPromotion(ValueError):
+    """The spec cannot be acted on; ``problems`` name each field and the fix."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class PromotionRequest:
+    secret_name: str
+    version_stage: str
+    move_to_version: str | None = None
+    remove_from_version: str | None = None
+    region_id: str | None = None
+    endpoint: str | None = None
+    signature: str = "ACS3-HMAC-SHA256"
+    credentials_secret: str | None = None
+    operator_identity: bool = False
+    precondition_current_version: str | None = None
+    verify: bool = True
+    dry_run: bool = False
+
+    @property
+    def secret_region(self) -> str | None:
+        """The region inside an ARN secretName, if any."""
+        if self.secret_name.startswith("acs:kms:"):
+            return self.secret_name.split(":")[2]
+        return None
+
+
+def _text(
+    spec: Mapping[str, Any],
+    key: str,
+    path: str,
+    pattern: str,
+    problems: list[Problem],
+    hint: str,
+    required: bool = False,
+) -> str | None:
+    value = spec.get(key)
+    if value is None or value == "":
+        if required:
+            problems.append(Problem(path, f"is required; {hint}"))
+        return None
+    if not isinstance(value, str):
+        problems.append(Problem(path, f"must be a string; {hint}"))
+        return None
+    if not re.match(pattern, value):
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        problems.append(Problem(path, f"{shown!r} is not valid; {hint}"))
+        return None
+    return value
+
+
+def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
+    """Validate and convert; raises ``InvalidPromotion`` listing every problem at once."""
+    problems: list[Problem] = []
+    name = spec.get("secretName")
+    secret_name = None
+    if isinstance(name, str) and (re.match(SECRET_NAME, name) or re.match(SECRET_ARN, name)):
+        secret_name = name
+    else:
+        problems.append(
+            Problem(
+                "spec.secretName",
+                "must be a secret name (letters, digits, _/+=.@-, at most 192) "
+                "or an ARN acs:kms:REGION:ACCOUNT:secret/NAME",
+            )
+        )
+    stage = _text(
+        spec,
+        "versionStage",
+        "spec.versionStage",
+        STAGE,
+        problems,
+        "use ACSCurrent, ACSPrevious or a custom label of letters, digits, _ . - (at most 64)",
+        True,
+    )
+    version_hint = "a KMS version ID: letters, digits, _ . - (at most 64)"
+    move_to = _text(spec, "moveToVersion", "spec.moveToVersion", VERSION_ID, problems, version_hint)
+    remove_from = _text(spec, "removeFromVersion", "spec.removeFromVersion", VERSION_ID, problems, version_hint)
+    region = _text(spec, "regionId", "spec.regionId", REGION_ID, problems, "use a region ID such as cn-hangzhou")
+    endpoint = _text(
+        spec,
+        "endpoint",
+        "spec.endpoint",
+        ENDPOINT,
+        problems,
+        "use https://kms.<region>.aliyuncs.com (no path, query or user info)",
+    )
+    signature = spec.get("signature") or "ACS3-HMAC-SHA256"
+    if signature not in SIGNATURES:
+        problems.append(Problem("spec.signature", f"must be one of {', '.join(SIGNATURES)}"))
+
+    creds = spec.get("credentials") or {}
+    if not isinstance(creds, Mapping):
+        creds = {}
+    secret_ref = creds.get("secretRef") or {}
+    ref_name = secret_ref.get("name") if isinstance(secret_ref, Mapping) else None
+    if ref_name is not None and not (isinstance(ref_name, str) and re.match(K8S_NAME, ref_name)):
+        problems.append(Problem("spec.credentials.secretRef.name", "must be the name of a Secret in this namespace"))
+        ref_name = None
+    operator_identity = creds.get("operatorIdentity") is True
+    if bool(ref_name) == operator_identity:
+        problems.append(
+            Problem(
+                "spec.credentials",
+                "set exactly one of secretRef.name (a Secret in this namespace "
+                "with AccessKeyId and AccessKeySecret) or operatorIdentity: true",
+            )
+        )
+
+    precondition = spec.get("precondition") or {}
+    current = None
+    if isinstance(precondition, Mapping):
+        current = _text(
+            precondition, "currentVersion", "spec.precondition.currentVersion", VERSION_ID, problems, version_hint
+        )
+
+    if stage and not move_to and not remove_from:
+        problems.append(Problem("spec", "set spec.moveToVersion and/or spec.removeFromVersion"))
+    if stage in SYSTEM_STAGES and not move_to and remove_from:
+        problems.append(
+            Problem(
+                "spec.removeFromVersion",
+                f"{stage} cannot be removed, only moved: set spec.moveToVersion to the version that should hold it",
+            )
+        )
+    if move_to and move_to == remove_from:
+        problems.append(Problem("spec.removeFromVersion", "must differ from spec.moveToVersion"))
+    for key in ("verify", "dryRun"):
+        if key in spec and not isinstance(spec[key], bool):
+            problems.append(Problem(f"spec.{key}", "must be true or false"))
+    if problems:
+        raise InvalidPromotion(problems)
+    assert secret_name is not None
+    assert stage is not None
+    return PromotionRequest(
+        secret_name=secret_name,
+        version_stage=stage,
+        move_to_version=move_to,
+        remove_from_version=remove_from,
+        region_id=region,
+        endpoint=endpoint,
+        signature=str(signature),
+        credentials_secret=ref_name,
+        operator_identity=operator_identity,
+        precondition_current_version=current,
+        verify=spec.get("verify", True) is not False,
+        dry_run=spec.get("dryRun", False) is True,
+    )

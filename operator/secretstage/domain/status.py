@@ -1,0 +1,87 @@
+"""Build ``.status`` from an attempt: phase, conditions, RequestIds, history. Pure.
+
+Conditions follow metav1.Condition and the rules kubectl wait, kstatus (Flux) and Argo CD apply
+(docs/status.md): every condition carries observedGeneration; ``Succeeded`` is Unknown while in
+flight and final (True/False) once the generation is done; ``Reconciling``/``Stalled`` are the
+kstatus abnormal-true pair; a failure always sets a False condition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from secretstage.domain.outcome import PHASES, AttemptResult, Kind
+
+HISTORY_LIMIT = 10
+REQUEST_IDS_LIMIT = 10
+MESSAGE_LIMIT = 1024
+
+
+def _condition(
+    type_: str, status: str, reason: str, message: str, generation: int, now: str, old: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    previous = next((c for c in old if c.get("type") == type_), None)
+    changed = previous is None or previous.get("status") != status
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message[:MESSAGE_LIMIT],
+        "observedGeneration": generation,
+        "lastTransitionTime": now if changed else previous.get("lastTransitionTime", now),  # type: ignore[union-attr]
+    }
+
+
+def conditions_for(
+    kind: Kind, reason: str, message: str, generation: int, now: str, old: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    if kind is Kind.SUCCEEDED:
+        values = {"Ready": "True", "Succeeded": "True", "Reconciling": "False", "Stalled": "False"}
+    elif kind is Kind.FAILED:
+        values = {"Ready": "False", "Succeeded": "False", "Reconciling": "False", "Stalled": "True"}
+    else:
+        values = {"Ready": "Unknown", "Succeeded": "Unknown", "Reconciling": "True", "Stalled": "False"}
+    return [_condition(t, s, reason, message, generation, now, old) for t, s in values.items()]
+
+
+def build_status(old: Mapping[str, Any], *, result: AttemptResult, generation: int, now: str) -> dict[str, Any]:
+    """The whole new status (a merge patch: ``None`` removes a field)."""
+    same_generation = old.get("observedGeneration") == generation
+    outcome = result.outcome
+    attempts = (int(old.get("attempts") or 0) if same_generation else 0) + 1
+    history = [*(old.get("history") or []), *(h.to_status() for h in result.history)][-HISTORY_LIMIT:]
+    status: dict[str, Any] = {
+        "phase": PHASES[outcome.kind],
+        "observedGeneration": generation,
+        "attempts": attempts,
+        "startTime": old.get("startTime") if same_generation and old.get("startTime") else now,
+        "completionTime": now if outcome.terminal else None,
+        "lastError": outcome.error.to_status() if outcome.error else None,
+        "history": history,
+        "conditions": conditions_for(
+            outcome.kind, outcome.reason, outcome.message, generation, now, old.get("conditions") or []
+        ),
+    }
+    if result.request_id is not None:
+        status["requestId"] = result.request_id
+    elif not same_generation:
+        status["requestId"] = None
+    if result.request_ids:
+        status["requestIds"] = result.request_ids[-REQUEST_IDS_LIMIT:]
+    # The first read of a generation is the true "before" (a retry may read after a lost-answer move).
+    if result.stages_before is not None and not (same_generation and old.get("stagesBefore")):
+        status["stagesBefore"] = result.stages_before
+    if result.stages_after is not None:
+        status["stagesAfter"] = result.stages_after
+    if result.plan is not None:
+        status["plan"] = result.plan
+    if not same_generation:
+        for key in ("requestIds", "stagesBefore", "stagesAfter", "plan"):
+            status.setdefault(key, None)
+    return status
+
+
+def is_done(status: Mapping[str, Any], generation: int | None) -> bool:
+    """True when this generation already reached a final phase: never call KMS for it again."""
+    return status.get("observedGeneration") == generation and status.get("phase") in ("Succeeded", "Failed")

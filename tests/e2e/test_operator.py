@@ -1,0 +1,202 @@
+"""The operator end to end: real kube-apiserver + etcd, the real operator process, the KMS emulator."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.cluster import Cluster
+from tests.harness import EmulatorProcess, OperatorProcess, Promotions, condition, spec_for
+
+
+def unique(prefix: str = "app") -> str:
+    return f"{prefix}/db-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.parametrize("auto_previous", [True, False], ids=["kms-moves-previous", "kms-leaves-previous"])
+def test_move_acscurrent_same_end_state_in_both_kms_behaviours(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str, auto_previous: bool
+) -> None:
+    emulator.set_auto_previous(auto_previous)
+    secret = emulator.seed(unique(), "v1", "v2", pending="ACSPending")
+    try:
+        promotions.create(ns, "rotate", spec_for(emulator, secret, moveToVersion="v2"))
+        obj = promotions.wait_phase(ns, "rotate", "Succeeded", "Failed")
+    finally:
+        emulator.set_auto_previous(True)
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", status
+    assert emulator.placement(secret) in ({"v1": ["ACSPrevious"], "v2": ["ACSPending", "ACSCurrent"]},)
+    assert status["stagesBefore"] == {"ACSCurrent": "v1", "ACSPending": "v2"}
+    assert status["stagesAfter"] == {"ACSCurrent": "v2", "ACSPending": "v2", "ACSPrevious": "v1"}
+    updates = [h for h in status["history"] if h["action"].startswith("UpdateSecretVersionStage")]
+    # when KMS does not move ACSPrevious itself the operator does, and both RequestIds are recorded
+    assert len(updates) == (1 if auto_previous else 2)
+    assert status["requestId"] == updates[0]["requestId"]
+    assert all(u["requestId"] in status["requestIds"] for u in updates)
+    for type_ in ("Ready", "Succeeded"):
+        c = condition(obj, type_)
+        assert (c["status"], c["reason"], c["observedGeneration"]) == ("True", "Promoted", 1)
+    events = promotions.events(ns, "rotate")
+    assert any(e.reason == "Promoted" and status["requestId"] in e.message for e in events)
+
+
+@pytest.mark.parametrize(
+    ("stage", "spec_fields", "expected"),
+    [
+        pytest.param("Canary", {"moveToVersion": "v2"}, {"v1": ["ACSCurrent"], "v2": ["Canary"]}, id="add-custom"),
+        pytest.param(
+            "Canary",
+            {"moveToVersion": "v1", "removeFromVersion": "v2"},
+            {"v1": ["ACSCurrent", "Canary"], "v2": []},
+            id="move-custom",
+        ),
+        pytest.param("Canary", {"removeFromVersion": "v2"}, {"v1": ["ACSCurrent"], "v2": []}, id="remove-custom"),
+    ],
+)
+def test_custom_stage_scenarios(
+    operator: OperatorProcess,
+    emulator: EmulatorProcess,
+    promotions: Promotions,
+    ns: str,
+    stage: str,
+    spec_fields: dict[str, Any],
+    expected: dict[str, list[str]],
+) -> None:
+    secret = emulator.seed(unique(), "v1", "v2", pending="Canary")
+    if spec_fields == {"moveToVersion": "v2"}:  # add: start with the label nowhere
+        emulator.seed(secret + "-x", "v1")  # (unrelated secret: the label limit is per secret)
+        secret = emulator.seed(unique(), "v1", "v2")
+    promotions.create(ns, "p", spec_for(emulator, secret, versionStage=stage, **spec_fields))
+    obj = promotions.wait_phase(ns, "p", "Succeeded", "Failed")
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert emulator.placement(secret) == expected
+
+
+def test_spec_update_starts_a_new_promotion(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    secret = emulator.seed(unique(), "v1", "v2", "v3")
+    promotions.create(ns, "p", spec_for(emulator, secret, moveToVersion="v2"))
+    first = promotions.wait_phase(ns, "p", "Succeeded")
+    promotions.patch_spec(ns, "p", {"moveToVersion": "v3"})
+    second = promotions.wait_phase(ns, "p", "Succeeded", generation=2)
+    assert second["status"]["requestId"] != first["status"]["requestId"]
+    assert second["status"]["attempts"] == 1
+    assert condition(second, "Succeeded")["observedGeneration"] == 2
+    assert second["status"]["stagesBefore"]["ACSCurrent"] == "v2"
+    assert emulator.holder(secret, "ACSCurrent") == "v3"
+
+
+def test_permanent_kms_error_fails_with_code_and_request_id(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    promotions.create(ns, "p", spec_for(emulator, "no/such-secret", moveToVersion="v2"))
+    obj = promotions.wait_phase(ns, "p", "Failed")
+    status = obj["status"]
+    assert status["lastError"]["code"] == "Forbidden.ResourceNotFound"
+    assert status["lastError"]["retryable"] is False
+    assert len(status["lastError"]["requestId"]) == 36
+    cond = condition(obj, "Succeeded")
+    assert (cond["status"], cond["reason"]) == ("False", "Forbidden_ResourceNotFound")
+    assert condition(obj, "Stalled")["status"] == "True"
+    assert any(e.reason == "PromotionFailed" and e.type == "Warning" for e in promotions.events(ns, "p"))
+
+
+def test_transient_faults_are_retried_and_visible(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    secret = emulator.seed(unique(), "v1", "v2")
+    before = emulator.applied()
+    emulator.set_faults({"UpdateSecretVersionStage": {"throttle_first": 4}})
+    try:
+        promotions.create(ns, "p", spec_for(emulator, secret, moveToVersion="v2"))
+        obj = promotions.wait_phase(ns, "p", "Succeeded", timeout=90)
+    finally:
+        emulator.set_faults({})
+    status = obj["status"]
+    assert status["attempts"] >= 2
+    assert "Rejected.Throttling" in [h["outcome"] for h in status["history"]]
+    assert status["lastError"] is None if "lastError" in status else True
+    assert emulator.applied() - before == 1
+
+
+def test_missing_credentials_secret_waits_then_proceeds(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    secret = emulator.seed(unique(), "v1", "v2")
+    promotions.create(
+        ns, "p", spec_for(emulator, secret, moveToVersion="v2", credentials={"secretRef": {"name": "later"}})
+    )
+    obj = promotions.wait_phase(ns, "p", "Pending")
+    assert condition(obj, "Succeeded")["reason"] == "CredentialsNotFound"
+    assert condition(obj, "Succeeded")["status"] == "Unknown"
+    promotions.credentials_secret(ns, "later")
+    obj = promotions.wait_phase(ns, "p", "Succeeded", timeout=90)
+    assert emulator.holder(secret, "ACSCurrent") == "v2"
+
+
+def test_precondition_failure(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    secret = emulator.seed(unique(), "v1", "v2")
+    before = emulator.applied()
+    promotions.create(ns, "p", spec_for(emulator, secret, moveToVersion="v2", precondition={"currentVersion": "v0"}))
+    obj = promotions.wait_phase(ns, "p", "Failed")
+    assert condition(obj, "Succeeded")["reason"] == "PreconditionFailed"
+    assert "ACSCurrent is on version v1" in condition(obj, "Succeeded")["message"]
+    assert emulator.applied() == before
+
+
+def test_dry_run_changes_nothing(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    secret = emulator.seed(unique(), "v1", "v2")
+    before = emulator.applied()
+    promotions.create(ns, "p", spec_for(emulator, secret, moveToVersion="v2", dryRun=True))
+    obj = promotions.wait_phase(ns, "p", "Succeeded")
+    assert obj["status"]["plan"] == "move ACSCurrent from v1 to v2"
+    assert condition(obj, "Succeeded")["reason"] == "DryRun"
+    assert obj["status"]["requestId"]
+    assert emulator.applied() == before
+    assert emulator.holder(secret, "ACSCurrent") == "v1"
+
+
+def test_endpoint_not_allowed_sends_nothing(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    calls = sum(emulator.calls()["calls"].values())
+    promotions.create(ns, "p", spec_for(emulator, "x", moveToVersion="v2", endpoint="http://127.0.0.2:9"))
+    obj = promotions.wait_phase(ns, "p", "Failed")
+    assert condition(obj, "Succeeded")["reason"] == "EndpointNotAllowed"
+    assert sum(emulator.calls()["calls"].values()) == calls
+
+
+def test_already_in_place_sends_no_update(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    secret = emulator.seed(unique(), "v1", "v2")
+    before = emulator.applied()
+    promotions.create(ns, "p", spec_for(emulator, secret, moveToVersion="v1"))
+    obj = promotions.wait_phase(ns, "p", "Succeeded")
+    assert condition(obj, "Succeeded")["reason"] == "AlreadyInPlace"
+    assert emulator.applied() == before
+
+
+def test_kubectl_wait_for_succeeded(
+    cluster: Cluster, operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    secret = emulator.seed(unique(), "v1", "v2")
+    promotions.create(ns, "p", spec_for(emulator, secret, moveToVersion="v2"))
+    result = cluster.kubectl("wait", "-n", ns, "--for=condition=Succeeded", "ssp/p", "--timeout=60s")
+    assert "condition met" in result.stdout
+    promotions.create(ns, "bad", spec_for(emulator, "no/such", moveToVersion="v2"))
+    promotions.wait_phase(ns, "bad", "Failed")
+    failed = cluster.kubectl("wait", "-n", ns, "--for=condition=Succeeded", "ssp/bad", "--timeout=3s", check=False)
+    assert failed.returncode != 0
+    described = cluster.kubectl(
+        "get", "-n", ns, "ssp/bad", "-o", "jsonpath={.status.conditions[?(@.type=='Succeeded')].reason}"
+    )
+    assert described.stdout == "Forbidden_ResourceNotFound"

@@ -1,0 +1,39 @@
+"""Restarting the operator never sends a finished generation to KMS again.
+
+Its own module: the clusterwide operator of test_operator.py must not be running alongside.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from tests.cluster import Cluster
+from tests.harness import EmulatorProcess, OperatorProcess, Promotions, spec_for
+
+
+def unique() -> str:
+    return f"restart/db-{uuid.uuid4().hex[:8]}"
+
+
+def test_restart_does_not_call_kms_again(
+    cluster: Cluster, crd: None, emulator: EmulatorProcess, promotions: Promotions, ns: str, workdir: Path
+) -> None:
+    op = OperatorProcess(workdir, cluster.kubeconfig, emulator.url, "--namespace", ns, name="restart-op")
+    try:
+        secrets = [emulator.seed(unique(), "v1", "v2") for _ in range(3)]
+        for i, secret in enumerate(secrets):
+            promotions.create(ns, f"p{i}", spec_for(emulator, secret, moveToVersion="v2"))
+        for i in range(3):
+            promotions.wait_phase(ns, f"p{i}", "Succeeded")
+        applied = emulator.applied()
+        lists = emulator.calls()["calls"].get("ListSecretVersionIds", 0)
+        op.restart()
+        # a new object after the restart proves the restarted operator is handling events
+        promotions.create(ns, "after", spec_for(emulator, emulator.seed(unique(), "v1", "v2"), moveToVersion="v2"))
+        promotions.wait_phase(ns, "after", "Succeeded")
+        assert emulator.applied() == applied + 1
+        assert emulator.calls()["calls"].get("ListSecretVersionIds", 0) == lists + 2
+        assert "Promoted" in op.log_text()
+    finally:
+        op.stop()

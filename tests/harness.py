@@ -1,0 +1,225 @@
+"""Run the real emulator and the real operator as processes, for e2e, reliability and HA tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kubernetes import client as k8s
+
+from secretstage.kms import Credentials, KmsClient, StaticProvider
+from tests.cluster import Cluster
+from tests.support import ROOT, Process, secretstage_cmd, wait_for
+
+GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
+CRD_FILE = ROOT / "crds" / "secretstagepromotions.secretstage.io.yaml"
+
+# STS-style test credentials: unique per run so any leak scan hit is a real leak.
+E2E_KEY_ID = "STS.e2etestkey"
+E2E_KEY_SECRET = "e2e-secret-" + uuid.uuid4().hex
+E2E_TOKEN = "CAIS-e2e-token-" + uuid.uuid4().hex
+E2E_SECRET_VALUE = "e2e-value-" + uuid.uuid4().hex
+SECRETS = (E2E_KEY_SECRET, E2E_TOKEN, E2E_SECRET_VALUE)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmulatorProcess:
+    def __init__(self, workdir: Path, *extra: str) -> None:
+        self.process = Process(
+            secretstage_cmd("emulator", "--port", "0", "--access-key-id", E2E_KEY_ID, *extra),
+            workdir / f"emulator-{uuid.uuid4().hex[:6]}.log",
+            env={
+                "SECRETSTAGE_EMULATOR_ACCESS_KEY_SECRET": E2E_KEY_SECRET,
+                "SECRETSTAGE_EMULATOR_SECURITY_TOKEN": E2E_TOKEN,
+            },
+        )
+        line = self.process.first_line()
+        assert line.startswith("listening on "), line
+        self.url = line.removeprefix("listening on ")
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+
+    def calls(self) -> dict[str, Any]:
+        return dict(self.http.get("/_emulator/calls").json())
+
+    def applied(self, action: str = "UpdateSecretVersionStage") -> int:
+        return int(self.calls()["applied"].get(action, 0))
+
+    def placement(self, secret: str) -> dict[str, list[str]]:
+        return dict(self.http.get("/_emulator/state").json()["secrets"][secret])
+
+    def holder(self, secret: str, stage: str) -> str | None:
+        return next((v for v, stages in self.placement(secret).items() if stage in stages), None)
+
+    def set_faults(self, faults: dict[str, dict[str, float]]) -> None:
+        self.http.put("/_emulator/faults", json=faults).raise_for_status()
+
+    def set_auto_previous(self, value: bool) -> None:
+        self.http.put("/_emulator/config", json={"auto_previous": value}).raise_for_status()
+
+    def seed(self, name: str, *versions: str, pending: str | None = None) -> str:
+        """Create ``name`` with versions; the first is ACSCurrent, the others carry no stage (or ``pending``)."""
+
+        async def run() -> None:
+            creds = StaticProvider(Credentials(E2E_KEY_ID, E2E_KEY_SECRET, E2E_TOKEN))
+            async with KmsClient(endpoint=self.url, credentials=creds) as client:
+                await client.create_secret(name, versions[0], E2E_SECRET_VALUE)
+                for v in versions[1:]:
+                    stages = [pending] if pending and v == versions[-1] else []
+                    await client.put_secret_value(name, v, E2E_SECRET_VALUE + v, version_stages=stages)
+
+        asyncio.run(run())
+        return name
+
+    def stop(self) -> None:
+        self.http.close()
+        self.process.stop()
+
+
+class OperatorProcess:
+    def __init__(
+        self,
+        workdir: Path,
+        kubeconfig: str,
+        emulator_url: str,
+        *extra: str,
+        name: str = "operator",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir, self.kubeconfig, self.extra, self.name = workdir, kubeconfig, extra, name
+        self.allow = re.escape(emulator_url)
+        self.env = env or {}
+        self.logs: list[Path] = []
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.process: Process | None = None
+        self.start()
+
+    def start(self) -> None:
+        log = self.workdir / f"{self.name}-{len(self.logs)}.log"
+        self.logs.append(log)
+        self.process = Process(
+            secretstage_cmd(
+                "--log-level",
+                "DEBUG",
+                "run",
+                "--endpoint-allow",
+                self.allow,
+                "--metrics-port",
+                str(self.metrics_port),
+                "--health-port",
+                str(self.health_port),
+                *self.extra,
+            ),
+            log,
+            env={"KUBECONFIG": self.kubeconfig, **self.env},
+        )
+        wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2).status_code,
+            lambda code: code == 200,
+            timeout=60,
+            what=f"{self.name} liveness",
+            interval=0.2,
+        )
+
+    def stop(self, sig: int = 15) -> None:
+        if self.process is not None:
+            self.process.stop(sig)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+
+class Promotions:
+    """Create and watch SecretStagePromotions through the admin API client."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.api = k8s.CustomObjectsApi(cluster.api)
+        self.core = k8s.CoreV1Api(cluster.api)
+
+    def credentials_secret(self, namespace: str, name: str = "kms-credentials", **overrides: str) -> None:
+        data = {"AccessKeyId": E2E_KEY_ID, "AccessKeySecret": E2E_KEY_SECRET, "SecurityToken": E2E_TOKEN, **overrides}
+        self.core.create_namespaced_secret(
+            namespace, k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name), string_data=data, type="Opaque")
+        )
+
+    def create(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "SecretStagePromotion",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        return dict(self.api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body))
+
+    def get(self, namespace: str, name: str) -> dict[str, Any]:
+        return dict(self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+
+    def patch_spec(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": spec}))
+
+    def wait_phase(
+        self, namespace: str, name: str, *phases: str, timeout: float = 60, generation: int | None = None
+    ) -> dict[str, Any]:
+        def done(obj: dict[str, Any]) -> bool:
+            status = obj.get("status") or {}
+            gen = generation or obj["metadata"]["generation"]
+            return status.get("phase") in phases and status.get("observedGeneration") == gen
+
+        return wait_for(
+            lambda: self.get(namespace, name), done, timeout=timeout, what=f"{namespace}/{name} phase in {phases}"
+        )
+
+    def events(self, namespace: str, name: str | None = None) -> list[k8s.CoreV1Event]:
+        items = self.core.list_namespaced_event(namespace).items
+        return [e for e in items if name is None or e.involved_object.name == name]
+
+    def all_text(self, namespace: str) -> str:
+        """Every status and event in a namespace, as text (for leak scans)."""
+        objs = self.api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+        events = [f"{e.reason} {e.message}" for e in self.events(namespace)]
+        return json.dumps([o.get("status") for o in objs]) + "\n".join(events)
+
+
+def spec_for(emulator: EmulatorProcess, secret: str, **fields: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "secretName": secret,
+        "versionStage": "ACSCurrent",
+        "endpoint": emulator.url,
+        "credentials": {"secretRef": {"name": "kms-credentials"}},
+    }
+    spec.update(fields)
+    return {k: v for k, v in spec.items() if v is not None}
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
+
+
+def install_crd(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "-f", str(CRD_FILE))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+
+
+def elapsed(since: float) -> float:
+    return time.monotonic() - since

@@ -1,0 +1,47 @@
+"""Credentials Secrets: every way one can be wrong gives a message that names the key, never a value."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from kubernetes import client as k8s
+
+from secretstage.kube import CredentialsInvalid, credentials_from_secret
+
+GOOD = {"AccessKeyId": "LTAI5tExample", "AccessKeySecret": "s3cr3t-value-xyz"}
+
+
+def secret(data: dict[str, str | bytes], type_: str = "Opaque") -> k8s.V1Secret:
+    encoded = {k: base64.b64encode(v if isinstance(v, bytes) else v.encode()).decode() for k, v in data.items()}
+    return k8s.V1Secret(metadata=k8s.V1ObjectMeta(name="kms"), data=encoded, type=type_)
+
+
+def test_good_secret_with_trailing_newline() -> None:
+    creds = credentials_from_secret(secret({**GOOD, "AccessKeySecret": "s3cr3t-value-xyz\n", "SecurityToken": "CAIS"}))
+    assert (creds.access_key_id, creds.access_key_secret, creds.security_token) == (
+        "LTAI5tExample",
+        "s3cr3t-value-xyz",
+        "CAIS",
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "type_", "needle"),
+    [
+        ({"AccessKeySecret": "x" * 10}, "Opaque", "has no AccessKeyId"),
+        ({**GOOD, "AccessKeyId": ""}, "Opaque", "has no AccessKeyId"),
+        ({**GOOD, "AccessKeySecret": "   "}, "Opaque", "AccessKeySecret is empty"),
+        ({**GOOD, "AccessKeySecret": b"\xff\xfe"}, "Opaque", "AccessKeySecret is not UTF-8"),
+        ({**GOOD, "AccessKeySecret": "x" * 5000}, "Opaque", "AccessKeySecret is longer than 256"),
+        ({**GOOD, "AccessKeyId": "LTAI 5t"}, "Opaque", "AccessKeyId contains characters"),
+        ({**GOOD, "AccessKeySecret": "a\x00b"}, "Opaque", "AccessKeySecret contains characters"),
+        ({**GOOD, "SecurityToken": "t" * 20000}, "Opaque", "SecurityToken is longer"),
+        (GOOD, "kubernetes.io/tls", "credentials must be in an Opaque Secret"),
+    ],
+)
+def test_invalid(data: dict[str, str | bytes], type_: str, needle: str) -> None:
+    with pytest.raises(CredentialsInvalid) as err:
+        credentials_from_secret(secret(data, type_))
+    assert needle in str(err.value)
+    assert "s3cr3t" not in str(err.value)
