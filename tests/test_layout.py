@@ -48,3 +48,40 @@ def test_no_defaults_in_the_crd() -> None:
     """Server-side defaults show up as drift in Argo CD; the operator applies defaults itself."""
     text = (ROOT / "crds" / "secretstagepromotions.secretstage.io.yaml").read_text()
     assert not re.search(r"^\s*default:", text, re.M)
+
+
+CHART = ROOT / "helm" / "secretstage-operator"
+
+
+def test_chart_crds_are_byte_copies() -> None:
+    source = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    copy = {p.name: p.read_bytes() for p in (CHART / "files" / "crds").glob("*.yaml")}
+    assert copy == source, "chart CRDs drifted; run: cp crds/*.yaml helm/secretstage-operator/files/crds/"
+
+
+def test_chart_app_version_matches_package() -> None:
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == version
+
+
+def test_every_value_is_commented() -> None:
+    """Each key has a comment right above it, or sits inside a block whose key has one."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, bool]] = []  # (indent, documented) of the enclosing keys
+    uncommented = []
+    for i, line in enumerate(lines):
+        match = re.match(r"^(\s*)([A-Za-z][\w]*):", line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        documented = i > 0 and lines[i - 1].strip().startswith("#")
+        inherited = any(doc for _, doc in stack)
+        if not documented and not inherited:
+            uncommented.append(match.group(2))
+        stack.append((indent, documented or inherited))
+    assert not uncommented, uncommented

@@ -34,8 +34,13 @@ class Settings:
     #: Prometheus metrics port (0 = off) and liveness probe port (0 = off).
     metrics_port: int = 8080
     health_port: int = 8081
-    #: kopf peering name for active/standby HA; None = standalone (one replica).
-    peering: str | None = None
+    #: Active/standby replicas through a coordination.k8s.io Lease (see leader.py).
+    leader_election: bool = False
+    lease_name: str = "secretstage-operator"
+    lease_namespace: str | None = None
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
     #: Concurrent promotions handled at once.
     max_workers: int = 100
 
@@ -89,7 +94,8 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
         return float(value)
 
     identity = pick("allow_operator_identity", "ALLOW_OPERATOR_IDENTITY")
-    return Settings(
+    election = pick("leader_election", "LEADER_ELECTION")
+    settings = Settings(
         namespaces=tuple(namespaces),
         endpoint_allow=tuple(allow) if allow else defaults.endpoint_allow,
         default_region=str(pick("default_region", "DEFAULT_REGION") or "") or None,
@@ -102,6 +108,21 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
         else _bool(str(identity or ""), ENV_PREFIX + "ALLOW_OPERATOR_IDENTITY"),
         metrics_port=int(number("metrics_port", "METRICS_PORT", int, defaults.metrics_port, 0)),
         health_port=int(number("health_port", "HEALTH_PORT", int, defaults.health_port, 0)),
-        peering=str(pick("peering", "PEERING") or "") or None,
+        leader_election=election
+        if isinstance(election, bool)
+        else _bool(str(election or ""), ENV_PREFIX + "LEADER_ELECTION"),
+        lease_name=str(pick("lease_name", "LEASE_NAME") or defaults.lease_name),
+        lease_namespace=str(pick("lease_namespace", "LEASE_NAMESPACE") or "") or None,
+        lease_duration=number("lease_duration", "LEASE_DURATION", float, defaults.lease_duration, 2),
+        renew_deadline=number("renew_deadline", "RENEW_DEADLINE", float, defaults.renew_deadline, 1),
+        retry_period=number("retry_period", "RETRY_PERIOD", float, defaults.retry_period, 0.1),
         max_workers=int(number("max_workers", "MAX_WORKERS", int, defaults.max_workers, 1)),
     )
+    if settings.leader_election and not settings.lease_namespace:
+        raise ConfigError(
+            "--leader-election needs --lease-namespace (env SECRETSTAGE_LEASE_NAMESPACE), "
+            "normally the operator's own namespace"
+        )
+    if settings.renew_deadline >= settings.lease_duration:
+        raise ConfigError("--renew-deadline must be shorter than --lease-duration")
+    return settings

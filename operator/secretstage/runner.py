@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
+import os
 import random
+import socket
 from typing import Any
 
 from secretstage.config import ConfigError, Settings, from_sources
@@ -86,10 +87,38 @@ def add_run_parser(sub: Any) -> None:
         help="liveness /healthz port, 0 = off (default 8081; env SECRETSTAGE_HEALTH_PORT)",
     )
     p.add_argument(
-        "--peering",
-        metavar="NAME",
-        help="kopf peering name for active/standby replicas (env SECRETSTAGE_PEERING); "
-        "default: standalone, for one replica",
+        "--leader-election",
+        action="store_const",
+        const=True,
+        default=None,
+        help="run as one of several replicas: only the holder of a Lease is active "
+        "(env SECRETSTAGE_LEADER_ELECTION=true)",
+    )
+    p.add_argument(
+        "--lease-name", metavar="NAME", help="Lease name (default secretstage-operator; env SECRETSTAGE_LEASE_NAME)"
+    )
+    p.add_argument(
+        "--lease-namespace",
+        metavar="NS",
+        help="Lease namespace, normally the operator's own (env SECRETSTAGE_LEASE_NAMESPACE)",
+    )
+    p.add_argument(
+        "--lease-duration",
+        type=float,
+        metavar="SECONDS",
+        help="how long a Lease is valid without renewal (default 15; env SECRETSTAGE_LEASE_DURATION)",
+    )
+    p.add_argument(
+        "--renew-deadline",
+        type=float,
+        metavar="SECONDS",
+        help="the leader steps down when it cannot renew for this long (default 10; env SECRETSTAGE_RENEW_DEADLINE)",
+    )
+    p.add_argument(
+        "--retry-period",
+        type=float,
+        metavar="SECONDS",
+        help="how often to renew or try to acquire (default 2; env SECRETSTAGE_RETRY_PERIOD)",
     )
     p.add_argument(
         "--max-workers",
@@ -104,9 +133,10 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         settings = from_sources(vars(args))
     except ConfigError as exc:
         parser.error(str(exc))
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_operate(settings))
-    return 0
+    try:
+        return asyncio.run(_operate(settings))
+    except KeyboardInterrupt:
+        return 0
 
 
 def _load_kube_config() -> Any:
@@ -119,7 +149,22 @@ def _load_kube_config() -> Any:
     return client.ApiClient()
 
 
-async def _operate(settings: Settings) -> None:
+async def _standby_health(port: int) -> Any:
+    """Answer liveness probes while waiting for the Lease (kopf's endpoint starts with kopf)."""
+    from aiohttp import web
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "standby"})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port, reuse_address=True).start()  # noqa: S104 - pod probe
+    return runner
+
+
+async def _operate(settings: Settings) -> int:
     import httpx
     import kopf
     from kubernetes import client as k8s
@@ -154,22 +199,57 @@ async def _operate(settings: Settings) -> None:
         rng=random.Random(),
     )
     log.info(
-        "starting: namespaces=%s endpoints=%s rate=%.1f/s peering=%s",
+        "starting: namespaces=%s endpoints=%s rate=%.1f/s leader-election=%s",
         list(settings.namespaces) or "all",
         list(settings.endpoint_allow),
         settings.kms_rate_limit,
-        settings.peering or "standalone",
+        settings.leader_election,
     )
     try:
-        await kopf.operator(
-            registry=handlers.registry,
-            standalone=settings.peering is None,
-            peering_name=settings.peering,
-            clusterwide=not settings.namespaces,
-            namespaces=list(settings.namespaces),
-            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
-            memo=kopf.Memo(runtime=runtime),
+        elector = None
+        if settings.leader_election:
+            from secretstage.leader import LeaderElector, LeaseConfig
+
+            assert settings.lease_namespace is not None
+            identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+            lease = LeaseConfig(
+                settings.lease_name,
+                settings.lease_namespace,
+                identity,
+                settings.lease_duration,
+                settings.renew_deadline,
+                settings.retry_period,
+            )
+            elector = LeaderElector(k8s.CoordinationV1Api(api), lease)
+            standby = await _standby_health(settings.health_port) if settings.health_port else None
+            await elector.acquire()
+            if standby is not None:
+                await standby.cleanup()
+        stop = asyncio.Event()
+        operator = asyncio.create_task(
+            kopf.operator(
+                registry=handlers.registry,
+                standalone=True,
+                clusterwide=not settings.namespaces,
+                namespaces=list(settings.namespaces),
+                liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
+                memo=kopf.Memo(runtime=runtime),
+                stop_flag=stop,
+            )
         )
+        if elector is None:
+            await operator
+            return 0
+        holding = asyncio.create_task(elector.hold())
+        await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
+        if holding.done():
+            # Lost the Lease: stop handling at once and exit non-zero, so the pod restarts as a standby.
+            stop.set()
+            await asyncio.wait({operator}, timeout=settings.renew_deadline)
+            return 1
+        holding.cancel()
+        await elector.release()
+        return 0
     finally:
         await runtime.aclose()
         api.close()

@@ -1,0 +1,72 @@
+{{/* Chart name, overridable; 63 characters at most (DNS label). */}}
+{{- define "secretstage.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-chart, or just the release name when it already contains the chart name. */}}
+{{- define "secretstage.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* name-version for the helm.sh/chart label. */}}
+{{- define "secretstage.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable across upgrades, so never add a version here. */}}
+{{- define "secretstage.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "secretstage.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Common labels on every object. */}}
+{{- define "secretstage.labels" -}}
+helm.sh/chart: {{ include "secretstage.chart" . }}
+{{ include "secretstage.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: secretstage-operator
+{{- end }}
+
+{{/* The ServiceAccount the operator runs as. */}}
+{{- define "secretstage.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "secretstage.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* image:tag, or image@digest when a digest is set. */}}
+{{- define "secretstage.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The rules the operator needs in every watched namespace (or cluster-wide). */}}
+{{- define "secretstage.watchRules" -}}
+- apiGroups: ["secretstage.io"]
+  resources: ["secretstagepromotions"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["secretstage.io"]
+  resources: ["secretstagepromotions/status"]
+  verbs: ["get", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end }}

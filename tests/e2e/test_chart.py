@@ -1,0 +1,230 @@
+"""The Helm chart, rendered and installed with the real helm binary against the real API server."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from tests.cluster import Cluster
+from tests.harness import EmulatorProcess, OperatorProcess, Promotions, spec_for
+from tests.support import ROOT
+
+CHART = str(ROOT / "helm" / "secretstage-operator")
+TEST_HOOK = [
+    "--set",
+    "tests.secretName=app/db",
+    "--set",
+    "tests.moveToVersion=v2",
+    "--set",
+    "tests.credentialsSecret=kms",
+    "--set",
+    "tests.regionId=cn-hangzhou",
+]
+
+
+def render(cluster: Cluster, *args: str, release: str = "r") -> list[dict[str, Any]]:
+    out = cluster.helm("template", release, CHART, "-n", "secretstage-system", *args).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def make_namespace(cluster: Cluster, name: str, labels: dict[str, str] | None = None) -> str:
+    k8s.CoreV1Api(cluster.api).create_namespace(
+        k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={"secretstage-test": "1", **(labels or {})}))
+    )
+    return name
+
+
+@pytest.fixture
+def namespaces(cluster: Cluster) -> Iterator[list[str]]:
+    created: list[str] = []
+
+    def make(labels: dict[str, str] | None = None) -> str:
+        created.append(make_namespace(cluster, "t-" + uuid.uuid4().hex[:10], labels))
+        return created[-1]
+
+    yield make  # type: ignore[misc]
+    for name in created:
+        k8s.CoreV1Api(cluster.api).delete_namespace(name)
+
+
+def test_helm_lint(cluster: Cluster) -> None:
+    result = cluster.helm("lint", CHART, "--strict", *TEST_HOOK)
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param([], id="default"),
+        pytest.param(["--set", "watch.namespaces={NS1,NS2}"], id="namespaced"),
+        pytest.param(["--set", "replicaCount=3", "--set", "podDisruptionBudget.enabled=true"], id="ha"),
+        pytest.param(["--set", "rrsa.enabled=true", "--set", "rrsa.roleName=secretstage-promoter"], id="rrsa"),
+        pytest.param(["--set", "metrics.enabled=false"], id="metrics-off"),
+        pytest.param(
+            ["--set", "networkPolicy.enabled=true", "--set", "image.digest=sha256:" + "a" * 64, *TEST_HOOK],
+            id="netpol-digest-test-hook",
+        ),
+    ],
+)
+def test_rendered_manifests_pass_server_side_dry_run(
+    cluster: Cluster, crd: None, namespaces: Any, values: list[str]
+) -> None:
+    release_ns, ns1, ns2 = namespaces(), namespaces(), namespaces()
+    values = [v.replace("NS1", ns1).replace("NS2", ns2) for v in values]
+    # test hooks reference their own ServiceAccount, which a dry run does not create; rendered below
+    out = cluster.helm("template", "r" + uuid.uuid4().hex[:6], CHART, "-n", release_ns, "--skip-tests", *values).stdout
+    result = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=out)
+    assert "(server dry run)" in result.stdout
+    kinds = {d["kind"] for d in yaml.safe_load_all(out) if d}
+    assert {"Deployment", "ServiceAccount", "CustomResourceDefinition"} <= kinds
+
+
+def test_rendering_choices(cluster: Cluster) -> None:
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for d in render(cluster)}
+    deployment = by_kind[("Deployment", "r-secretstage-operator")]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/secretstage/secretstage-operator:0.1.0"
+    crd = by_kind[("CustomResourceDefinition", "secretstagepromotions.secretstage.io")]
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    source = yaml.safe_load((ROOT / "crds" / "secretstagepromotions.secretstage.io.yaml").read_text())
+    assert crd["spec"] == source["spec"]
+    no_keep = {d["kind"]: d for d in render(cluster, "--set", "crds.keep=false")}
+    assert "annotations" not in no_keep["CustomResourceDefinition"]["metadata"]
+    assert "CustomResourceDefinition" not in {d["kind"] for d in render(cluster, "--set", "crds.enabled=false")}
+    digest = render(cluster, "--set", "image.digest=sha256:" + "b" * 64)
+    image = next(d for d in digest if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.endswith("@sha256:" + "b" * 64)
+    ha = {d["kind"]: d for d in render(cluster, "--set", "replicaCount=2")}
+    env = {e["name"]: e for e in ha["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SECRETSTAGE_LEADER_ELECTION"]["value"] == "true"
+    assert ha["Deployment"]["spec"]["strategy"]["type"] == "RollingUpdate"
+    hook = next(d for d in render(cluster, *TEST_HOOK) if d["kind"] == "Pod")
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = hook["spec"]["containers"][0]["args"][0]
+    assert "dryRun: true" in script
+    assert "kubectl wait --for=condition=Succeeded" in script
+    assert not [d for d in render(cluster) if d["kind"] == "Pod"]
+    rrsa = {d["kind"]: d for d in render(cluster, "--set", "rrsa.enabled=true", "--set", "rrsa.roleName=role1")}
+    assert rrsa["ServiceAccount"]["metadata"]["annotations"] == {"pod-identity.alibabacloud.com/role-name": "role1"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "replicaCount=two"], "at '/replicaCount': got string, want integer"),
+        (["--set", "bogus=1"], "additional properties 'bogus' not allowed"),
+        (["--set", "operator.logformat=json"], "additional properties 'logformat' not allowed"),
+        (["--set", "operator.logFormat=xml"], "/operator/logFormat"),
+        (["--set", "image.digest=latest"], "/image/digest"),
+        (["--set", "rrsa.enabled=true"], "rrsa.roleName is required"),
+    ],
+)
+def test_bad_values_fail_with_a_clear_message(cluster: Cluster, args: list[str], message: str) -> None:
+    result = cluster.helm("template", "r", CHART, *args, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_pod_passes_restricted_pod_security(cluster: Cluster, namespaces: Any) -> None:
+    ns = namespaces({"pod-security.kubernetes.io/enforce": "restricted"})
+    deployment = next(d for d in render(cluster) if d["kind"] == "Deployment")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "operator"},
+        "spec": deployment["spec"]["template"]["spec"],
+    }
+    pod["spec"]["serviceAccountName"] = "default"
+    ok = cluster.kubectl("create", "--dry-run=server", "-n", ns, "-f", "-", input=json.dumps(pod))
+    assert "created (server dry run)" in ok.stdout
+    del pod["spec"]["containers"][0]["securityContext"]
+    bad = cluster.kubectl("create", "--dry-run=server", "-n", ns, "-f", "-", input=json.dumps(pod), check=False)
+    assert bad.returncode != 0
+    assert 'violates PodSecurity "restricted:latest"' in bad.stderr
+
+
+def can_i(cluster: Cluster, user: str, *args: str) -> bool:
+    result = cluster.kubectl("auth", "can-i", *args, "--as", user, check=False)
+    return result.stdout.strip() == "yes"
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    emu = EmulatorProcess(tmp_path_factory.mktemp("chart"))
+    yield emu
+    emu.stop()
+
+
+def test_namespaced_rbac_is_enough_and_no_more(
+    cluster: Cluster, crd: None, namespaces: Any, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    release_ns, watched, other = namespaces(), namespaces(), namespaces()
+    release = "rbac" + uuid.uuid4().hex[:6]
+    cluster.helm(
+        "install",
+        release,
+        CHART,
+        "-n",
+        release_ns,
+        "--set",
+        "crds.enabled=false",
+        "--set",
+        f"watch.namespaces={{{watched}}}",
+        "--set",
+        "rbac.aggregateToDefaultRoles=false",
+    )
+    sa = f"{release}-secretstage-operator"
+    user = f"system:serviceaccount:{release_ns}:{sa}"
+    kubeconfig = cluster.token_kubeconfig(release_ns, sa, tmp_path / "sa.kubeconfig")
+    promotions = Promotions(cluster)
+    promotions.credentials_secret(watched)
+    secret = emulator.seed(f"chart/{release}", "v1", "v2")
+    op = OperatorProcess(tmp_path, kubeconfig, emulator.url, "--namespace", watched, name="chart-op")
+    try:
+        promotions.create(watched, "p", spec_for(emulator, secret, moveToVersion="v2"))
+        obj = promotions.wait_phase(watched, "p", "Succeeded", "Failed", timeout=90)
+        assert obj["status"]["phase"] == "Succeeded", obj["status"]
+        assert any(e.reason == "Promoted" for e in promotions.events(watched, "p"))
+    finally:
+        op.stop()
+    log = op.log_text()
+    assert "403" not in log
+    assert "Forbidden" not in log
+    # ... and no more than needed
+    assert can_i(cluster, user, "get", "secrets", "-n", watched)
+    assert not can_i(cluster, user, "list", "secrets", "-n", watched)
+    assert not can_i(cluster, user, "delete", "secrets", "-n", watched)
+    assert not can_i(cluster, user, "get", "secrets", "-n", other)
+    assert not can_i(cluster, user, "get", "secrets", "-n", release_ns)
+    assert not can_i(cluster, user, "patch", "secretstagepromotions", "-n", other)
+    assert not can_i(cluster, user, "create", "secretstagepromotions", "-n", watched)
+    assert not can_i(cluster, user, "delete", "secretstagepromotions", "-n", watched)
+    assert not can_i(cluster, user, "update", "customresourcedefinitions")
+    assert not can_i(cluster, user, "list", "namespaces")
+    assert not can_i(cluster, user, "create", "leases", "-n", release_ns)  # one replica: no leader election
+    cluster.helm("uninstall", release, "-n", release_ns)
+
+
+def test_clusterwide_rbac(cluster: Cluster, crd: None, namespaces: Any) -> None:
+    release_ns, anywhere = namespaces(), namespaces()
+    release = "cw" + uuid.uuid4().hex[:6]
+    cluster.helm("install", release, CHART, "-n", release_ns, "--set", "crds.enabled=false", "--set", "replicaCount=2")
+    user = f"system:serviceaccount:{release_ns}:{release}-secretstage-operator"
+    assert can_i(cluster, user, "watch", "secretstagepromotions", "--all-namespaces")
+    assert can_i(cluster, user, "patch", "secretstagepromotions/status", "-n", anywhere)
+    assert can_i(cluster, user, "get", "secrets", "-n", anywhere)
+    assert not can_i(cluster, user, "list", "secrets", "--all-namespaces")
+    assert not can_i(cluster, user, "delete", "secrets", "-n", anywhere)
+    assert can_i(cluster, user, "update", f"leases/{release}-secretstage-operator", "-n", release_ns)
+    assert not can_i(cluster, user, "update", "leases/kube-scheduler", "-n", release_ns)
+    assert not can_i(cluster, user, "update", "leases", "-n", anywhere)
+    cluster.helm("uninstall", release, "-n", release_ns)
