@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import socket
+import sys
 from typing import Any
 
 from secretstage.config import ConfigError, Settings, from_sources
@@ -133,8 +134,19 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         settings = from_sources(vars(args))
     except ConfigError as exc:
         parser.error(str(exc))
+    from kubernetes.config import ConfigException
+
     try:
-        return asyncio.run(_operate(settings))
+        api = _load_kube_config()
+    except ConfigException as exc:
+        print(
+            f"secretstage run: no Kubernetes configuration: not running in a cluster, and the kubeconfig "
+            f"(KUBECONFIG={os.environ.get('KUBECONFIG', '~/.kube/config')}) is not usable: {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return asyncio.run(_operate(settings, api))
     except KeyboardInterrupt:
         return 0
 
@@ -164,7 +176,7 @@ async def _standby_health(port: int) -> Any:
     return runner
 
 
-async def _operate(settings: Settings) -> int:
+async def _operate(settings: Settings, api: Any) -> int:
     import httpx
     import kopf
     from kubernetes import client as k8s
@@ -188,7 +200,6 @@ async def _operate(settings: Settings) -> int:
             operator_credentials = default_provider(http=http, on_refresh=metrics.credential_refreshes.inc)
         except CredentialsError as exc:
             log.warning("operator identity allowed but not configured: %s", exc)
-    api = _load_kube_config()
     runtime = Runtime(
         settings=settings,
         http=http,

@@ -200,3 +200,46 @@ def test_kubectl_wait_for_succeeded(
         "get", "-n", ns, "ssp/bad", "-o", "jsonpath={.status.conditions[?(@.type=='Succeeded')].reason}"
     )
     assert described.stdout == "Forbidden_ResourceNotFound"
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        metric_name, _, rest = key.partition("{")
+        if metric_name == name and ",".join(sorted(rest.rstrip("}").split(","))) == wanted:
+            return float(value)
+    return 0.0
+
+
+def test_metrics_move(operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str) -> None:
+    before = operator.metrics()
+    secret = emulator.seed(unique(), "v1", "v2")
+    promotions.create(ns, "m", spec_for(emulator, secret, moveToVersion="v2"))
+    promotions.wait_phase(ns, "m", "Succeeded")
+    promotions.create(ns, "m-bad", spec_for(emulator, "no/such", moveToVersion="v2"))
+    promotions.wait_phase(ns, "m-bad", "Failed")
+    after = operator.metrics()
+
+    def delta(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert delta("secretstage_promotions_total", outcome="Succeeded", reason="Promoted") == 1
+    assert delta("secretstage_promotions_total", outcome="Failed", reason="Forbidden_ResourceNotFound") == 1
+    assert delta("secretstage_kms_requests_total", action="UpdateSecretVersionStage", code="Success") == 1
+    assert delta("secretstage_kms_requests_total", action="ListSecretVersionIds", code="Success") == 2
+    assert (
+        delta("secretstage_kms_requests_total", action="ListSecretVersionIds", code="Forbidden.ResourceNotFound") == 1
+    )
+    assert delta("secretstage_kms_request_duration_seconds_count", action="UpdateSecretVersionStage") == 1
+    assert metric(after, "secretstage_promotions_in_flight") == 0
+
+
+def test_operator_identity_refused_unless_allowed(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    promotions.create(ns, "p", spec_for(emulator, "x", moveToVersion="v2", credentials={"operatorIdentity": True}))
+    obj = promotions.wait_phase(ns, "p", "Failed")
+    assert condition(obj, "Succeeded")["reason"] == "OperatorIdentityNotAllowed"
