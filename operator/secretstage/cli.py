@@ -117,6 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
         "spike_probability, spike_ms)",
     )
 
+    rollback = sub.add_parser(
+        "rollback",
+        help="create a promotion that moves a stage back to where a succeeded promotion found it",
+        description="Reads the SecretStagePromotion NAME, and creates a new one that moves its stage back to the "
+        "version status.stagesBefore recorded, guarded by a precondition on where the stage is now. "
+        "Uses the current kube config (KUBECONFIG).",
+    )
+    rollback.add_argument("name", metavar="NAME", help="the SecretStagePromotion to undo")
+    rollback.add_argument("-n", "--namespace", help="its namespace (default: the kube config's)")
+    rollback.add_argument("--new-name", metavar="NAME", help="name of the new promotion (default NAME-rollback-TIME)")
+    rollback.add_argument("--print", action="store_true", help="print the new promotion as YAML instead of creating it")
+
+    retry = sub.add_parser("retry", help="run a Failed promotion again (bumps spec.retry: a new generation)")
+    retry.add_argument("name", metavar="NAME", help="the SecretStagePromotion to retry")
+    retry.add_argument("-n", "--namespace", help="its namespace (default: the kube config's)")
+
     from secretstage.runner import (
         add_run_parser,  # the operator pulls in kopf; keep it out of the other commands
     )
@@ -135,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from secretstage.runner import run
 
         return run(parser, args)
+    if args.command in ("rollback", "retry"):
+        return _promotion_command(args)
     return asyncio.run(_kms_command(parser, args))
 
 
@@ -248,6 +266,67 @@ async def _kms_command(parser: argparse.ArgumentParser, args: argparse.Namespace
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
     return 0
+
+
+def _promotion_command(args: argparse.Namespace) -> int:
+    import time
+
+    import yaml
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+    from kubernetes.client.exceptions import ApiException
+
+    from secretstage.domain.rollback import ROLLBACK_LABEL, NotRollbackable, rollback_spec
+
+    group, version, plural = "secretstage.io", "v1alpha1", "secretstagepromotions"
+    try:
+        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+        _, active = k8s_config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+        namespace = args.namespace or active["context"].get("namespace", "default")
+    except k8s_config.ConfigException as exc:
+        print(f"error: no usable kube config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    api = k8s.CustomObjectsApi()
+    try:
+        obj: dict[str, Any] = api.get_namespaced_custom_object(  # type: ignore[assignment]
+            group, version, namespace, plural, args.name
+        )
+        if args.command == "retry":
+            if (obj.get("status") or {}).get("phase") != "Failed":
+                print(
+                    f"error: {namespace}/{args.name} is {obj.get('status', {}).get('phase')}, not Failed; "
+                    "only a failed promotion is retried",
+                    file=sys.stderr,
+                )
+                return EXIT_KMS_ERROR
+            bumped = int(obj["spec"].get("retry") or 0) + 1
+            api.patch_namespaced_custom_object(
+                group, version, namespace, plural, args.name, {"spec": {"retry": bumped}}
+            )
+            print(f"{namespace}/{args.name}: spec.retry={bumped}; the operator runs it again")
+            return 0
+        spec = rollback_spec(obj["spec"], obj.get("status") or {})
+        name = args.new_name or f"{args.name}-rollback-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
+        new = {
+            "apiVersion": f"{group}/{version}",
+            "kind": "SecretStagePromotion",
+            "metadata": {"name": name, "namespace": namespace, "labels": {ROLLBACK_LABEL: args.name}},
+            "spec": spec,
+        }
+        if args.print:
+            print(yaml.safe_dump(new, sort_keys=False), end="")
+            return 0
+        api.create_namespaced_custom_object(group, version, namespace, plural, new)
+        target = spec.get("moveToVersion") or f"off {spec.get('removeFromVersion')}"
+        print(f"created {namespace}/{name}: {spec['versionStage']} back to {target}")
+        print(f"  kubectl wait -n {namespace} --for=condition=Succeeded ssp/{name}")
+        return 0
+    except NotRollbackable as exc:
+        print(f"error: {namespace}/{args.name}: {exc}", file=sys.stderr)
+        return EXIT_KMS_ERROR
+    except ApiException as exc:
+        print(f"error: Kubernetes API: HTTP {exc.status} {exc.reason}", file=sys.stderr)
+        return EXIT_KMS_ERROR
 
 
 def _print_versions(secret_name: str, versions: Sequence[Any], *, as_json: bool) -> None:

@@ -76,6 +76,10 @@ async def promote(
     if outcome.terminal or attempt == 1 or previous_reason != outcome.reason:
         event_type = "Normal" if outcome.kind is Kind.SUCCEEDED else "Warning"
         kopf.event(body, type=event_type, reason=EVENT_REASONS[outcome.kind], message=outcome.message[:1000])
+    for follow_up in result.after_success:
+        ok = follow_up["result"] in ("Restarted", "Refreshed")
+        reason = follow_up["result"] if ok else f"AfterSuccess{follow_up['result']}"
+        kopf.event(body, type="Normal" if ok else "Warning", reason=reason, message=follow_up["message"])
     logger.info("%s: %s (RequestId %s)", outcome.reason, outcome.message, result.request_id or "-")
     if outcome.kind is Kind.FAILED:
         raise kopf.PermanentError(f"{outcome.reason}: {outcome.message}")

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from kubernetes import client as k8s
 
-from secretstage import kube
+from secretstage import aftersuccess, kube
 from secretstage.config import Settings
 from secretstage.domain import outcome as outcomes
 from secretstage.domain.outcome import AttemptResult, Kind, Outcome
@@ -48,10 +48,14 @@ class Runtime:
     settings: Settings
     http: httpx.AsyncClient
     rate_limiter: TokenBucket
-    core: k8s.CoreV1Api
+    api: k8s.ApiClient
     metrics: Metrics
     operator_credentials: CredentialsProvider | None = None
     rng: random.Random = field(default_factory=random.Random)
+
+    @property
+    def core(self) -> k8s.CoreV1Api:
+        return k8s.CoreV1Api(self.api)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -137,7 +141,7 @@ async def reconcile(
     same_generation = status.get("observedGeneration") == generation
     recorded = status.get("stagesBefore") if same_generation else None
     try:
-        return await promote(request, client, attempt=attempt, recorded_before=recorded, now=utcnow, rng=runtime.rng)
+        result = await promote(request, client, attempt=attempt, recorded_before=recorded, now=utcnow, rng=runtime.rng)
     except (CredentialsError, KmsError) as exc:  # raised by a credentials provider before any request
         code = getattr(exc, "code", "CredentialsError")
         return AttemptResult(
@@ -149,3 +153,20 @@ async def reconcile(
                 outcomes.backoff_delay(attempt, rng=runtime.rng),
             )
         )
+    if result.outcome.kind is Kind.SUCCEEDED and not request.dry_run:
+        await _after_success(runtime, request, namespace, result)
+    return result
+
+
+async def _after_success(runtime: Runtime, request: PromotionRequest, namespace: str, result: AttemptResult) -> None:
+    if not request.restart and not request.refresh_external_secrets:
+        return
+    follow_ups = await aftersuccess.run_all(
+        runtime.api,
+        namespace,
+        request.restart,
+        request.refresh_external_secrets,
+        now=utcnow(),
+        stamp=str(int(datetime.now(UTC).timestamp())),
+    )
+    result.after_success = [f.to_status() for f in follow_ups]

@@ -204,7 +204,7 @@ async def _operate(settings: Settings, api: Any) -> int:
         settings=settings,
         http=http,
         rate_limiter=TokenBucket(settings.kms_rate_limit, settings.kms_burst),
-        core=k8s.CoreV1Api(api),
+        api=api,
         metrics=metrics,
         operator_credentials=operator_credentials,
         rng=random.Random(),

@@ -211,13 +211,27 @@ def test_namespaced_rbac_is_enough_and_no_more(
     assert not can_i(cluster, user, "update", "customresourcedefinitions")
     assert not can_i(cluster, user, "list", "namespaces")
     assert not can_i(cluster, user, "create", "leases", "-n", release_ns)  # one replica: no leader election
+    assert not can_i(cluster, user, "patch", "deployments", "-n", watched)  # afterSuccess not enabled
+    assert not can_i(cluster, user, "patch", "externalsecrets.external-secrets.io", "-n", watched)
     cluster.helm("uninstall", release, "-n", release_ns)
 
 
 def test_clusterwide_rbac(cluster: Cluster, crd: None, namespaces: Any) -> None:
     release_ns, anywhere = namespaces(), namespaces()
     release = "cw" + uuid.uuid4().hex[:6]
-    cluster.helm("install", release, CHART, "-n", release_ns, "--set", "crds.enabled=false", "--set", "replicaCount=2")
+    cluster.helm(
+        "install",
+        release,
+        CHART,
+        "-n",
+        release_ns,
+        "--set",
+        "crds.enabled=false",
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "afterSuccess.restartWorkloads=true",
+    )
     user = f"system:serviceaccount:{release_ns}:{release}-secretstage-operator"
     assert can_i(cluster, user, "watch", "secretstagepromotions", "--all-namespaces")
     assert can_i(cluster, user, "patch", "secretstagepromotions/status", "-n", anywhere)
@@ -227,4 +241,7 @@ def test_clusterwide_rbac(cluster: Cluster, crd: None, namespaces: Any) -> None:
     assert can_i(cluster, user, "update", f"leases/{release}-secretstage-operator", "-n", release_ns)
     assert not can_i(cluster, user, "update", "leases/kube-scheduler", "-n", release_ns)
     assert not can_i(cluster, user, "update", "leases", "-n", anywhere)
+    assert can_i(cluster, user, "patch", "deployments", "-n", anywhere)
+    assert not can_i(cluster, user, "delete", "deployments", "-n", anywhere)
+    assert not can_i(cluster, user, "patch", "externalsecrets.external-secrets.io", "-n", anywhere)
     cluster.helm("uninstall", release, "-n", release_ns)

@@ -69,4 +69,14 @@ app.kubernetes.io/part-of: secretstage-operator
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+{{- if .Values.afterSuccess.restartWorkloads }}
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets", "daemonsets"]
+  verbs: ["get", "patch"]
+{{- end }}
+{{- if .Values.afterSuccess.refreshExternalSecrets }}
+- apiGroups: ["external-secrets.io"]
+  resources: ["externalsecrets"]
+  verbs: ["get", "patch"]
+{{- end }}
 {{- end }}

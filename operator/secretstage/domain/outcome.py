@@ -64,6 +64,7 @@ class AttemptResult:
     request_ids: list[str] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
     plan: str | None = None
+    after_success: list[dict[str, str]] = field(default_factory=list)
 
 
 _REASON_BAD = re.compile(r"[^A-Za-z0-9_,:]")

@@ -49,6 +49,10 @@ class PlanRejected(Exception):
 def plan(request: PromotionRequest, placement: Mapping[str, str], versions: Set[str]) -> Plan:
     stage = request.version_stage
     holder = placement.get(stage)
+    if request.move_to_version is not None and holder == request.move_to_version:
+        # The asked end state already holds (a retry after a lost answer, or another pipeline got
+        # there first): nothing to send, whatever the precondition says.
+        return Plan(call=None, current_holder=holder)
     expected = request.precondition_current_version
     if expected is not None and holder != expected:
         raise PlanRejected(

@@ -57,6 +57,8 @@ class PromotionRequest:
     precondition_current_version: str | None = None
     verify: bool = True
     dry_run: bool = False
+    restart: tuple[tuple[str, str], ...] = ()  # (kind, name) of workloads to restart after success
+    refresh_external_secrets: tuple[str, ...] = ()
 
     @property
     def secret_region(self) -> str | None:
@@ -166,6 +168,7 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
         )
     if move_to and move_to == remove_from:
         problems.append(Problem("spec.removeFromVersion", "must differ from spec.moveToVersion"))
+    restart, refresh = _after_success(spec.get("afterSuccess"), problems)
     for key in ("verify", "dryRun"):
         if key in spec and not isinstance(spec[key], bool):
             problems.append(Problem(f"spec.{key}", "must be true or false"))
@@ -186,4 +189,43 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
         precondition_current_version=current,
         verify=spec.get("verify", True) is not False,
         dry_run=spec.get("dryRun", False) is True,
+        restart=restart,
+        refresh_external_secrets=refresh,
     )
+
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def _after_success(value: Any, problems: list[Problem]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    if value is None:
+        return (), ()
+    if not isinstance(value, Mapping):
+        problems.append(Problem("spec.afterSuccess", "must be an object with restart and/or refreshExternalSecrets"))
+        return (), ()
+    restart: list[tuple[str, str]] = []
+    for i, item in enumerate(value.get("restart") or []):
+        kind = item.get("kind") if isinstance(item, Mapping) else None
+        name = item.get("name") if isinstance(item, Mapping) else None
+        if kind not in WORKLOAD_KINDS or not (isinstance(name, str) and re.match(K8S_NAME, name)):
+            problems.append(
+                Problem(
+                    f"spec.afterSuccess.restart[{i}]",
+                    "needs kind (Deployment, StatefulSet or DaemonSet) and the name of a workload in this namespace",
+                )
+            )
+            continue
+        restart.append((str(kind), name))
+    refresh: list[str] = []
+    for i, item in enumerate(value.get("refreshExternalSecrets") or []):
+        name = item.get("name") if isinstance(item, Mapping) else None
+        if not (isinstance(name, str) and re.match(K8S_NAME, name)):
+            problems.append(
+                Problem(
+                    f"spec.afterSuccess.refreshExternalSecrets[{i}].name",
+                    "must be the name of an ExternalSecret in this namespace",
+                )
+            )
+            continue
+        refresh.append(name)
+    return tuple(restart), tuple(refresh)

@@ -76,8 +76,10 @@ def build_status(old: Mapping[str, Any], *, result: AttemptResult, generation: i
         status["stagesAfter"] = result.stages_after
     if result.plan is not None:
         status["plan"] = result.plan
+    if result.after_success:
+        status["afterSuccess"] = result.after_success
     if not same_generation:
-        for key in ("requestIds", "stagesBefore", "stagesAfter", "plan"):
+        for key in ("requestIds", "stagesBefore", "stagesAfter", "plan", "afterSuccess"):
             status.setdefault(key, None)
     return status
 

@@ -1,0 +1,290 @@
+"""The shipped examples and integrations, exercised on the real control plane with the operator."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from tests import lua_support
+from tests.cluster import Cluster
+from tests.harness import EmulatorProcess, OperatorProcess, Promotions, condition
+from tests.support import ROOT, wait_for
+
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="module")
+def example_operator(
+    cluster: Cluster, crd: None, emulator: EmulatorProcess, workdir: Path
+) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(workdir, cluster.kubeconfig, emulator.url, name="examples-op")
+    yield op
+    op.stop()
+
+
+def with_endpoint(manifest: dict[str, Any], emulator: EmulatorProcess, secret: str) -> dict[str, Any]:
+    out = copy.deepcopy(manifest)
+    out["spec"]["endpoint"] = emulator.url
+    out["spec"]["secretName"] = secret
+    out["metadata"].pop("namespace", None)
+    return out
+
+
+def cli_env(cluster: Cluster) -> dict[str, str]:
+    return {**os.environ, "KUBECONFIG": cluster.kubeconfig, "PATH": f"{cluster.bin_dir}:{os.environ['PATH']}"}
+
+
+def test_kubectl_example_script(
+    cluster: Cluster, example_operator: OperatorProcess, emulator: EmulatorProcess, ns: str, tmp_path: Path
+) -> None:
+    manifest = yaml.safe_load((EXAMPLES / "kubectl" / "promotion.yaml").read_text())
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        json.dumps(with_endpoint(manifest, emulator, emulator.seed(f"ex/{uuid.uuid4().hex[:6]}", "v1", "v2")))
+    )
+    script = str(EXAMPLES / "kubectl" / "promote.sh")
+    ok = subprocess.run(
+        [script, "-n", ns, str(good)], capture_output=True, text=True, env=cli_env(cluster), timeout=180, check=False
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "Succeeded" in ok.stdout
+    bad_manifest = with_endpoint(manifest, emulator, emulator.seed(f"ex/{uuid.uuid4().hex[:6]}", "v1", "v2"))
+    bad_manifest["metadata"]["name"] = "racing"
+    bad_manifest["spec"]["precondition"] = {"currentVersion": "v9"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(json.dumps(bad_manifest))
+    failed = subprocess.run(
+        [script, "-n", ns, str(bad)],
+        capture_output=True,
+        text=True,
+        env={**cli_env(cluster), "TIMEOUT": "10s"},
+        timeout=180,
+        check=False,
+    )
+    assert failed.returncode == 1
+    assert "promotion racing did not succeed: PreconditionFailed" in failed.stderr
+
+
+def test_argocd_example_as_posted_hook_with_after_success(
+    cluster: Cluster, example_operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    apps = k8s.AppsV1Api(cluster.api)
+    apps.create_namespaced_deployment(
+        ns,
+        {
+            "metadata": {"name": "payments-api"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "api"}},
+                "template": {
+                    "metadata": {"labels": {"app": "api"}},
+                    "spec": {"containers": [{"name": "api", "image": "registry.k8s.io/pause:3.10"}]},
+                },
+            },
+        },
+    )
+    manifest = yaml.safe_load((EXAMPLES / "argocd" / "promotion.yaml").read_text())
+    assert manifest["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PostSync"
+    secret = emulator.seed(f"ex/{uuid.uuid4().hex[:6]}", "v1", "v2")
+    manifest = with_endpoint(manifest, emulator, secret)
+    manifest["spec"]["afterSuccess"]["restart"].append({"kind": "StatefulSet", "name": "absent"})
+    assert (
+        lua_support.health({**manifest, "metadata": {**manifest["metadata"], "generation": 1}})["status"]
+        == "Progressing"
+    )
+    cluster.apply(manifest, namespace=ns)
+    name = manifest["metadata"]["name"]
+    obj = promotions.wait_phase(ns, name, "Succeeded", "Failed")
+    assert lua_support.health(obj) == {
+        "status": "Healthy",
+        "message": "Promoted: " + condition(obj, "Succeeded")["message"],
+    }
+    results = {(r["kind"], r["name"]): r["result"] for r in obj["status"]["afterSuccess"]}
+    assert results == {("Deployment", "payments-api"): "Restarted", ("StatefulSet", "absent"): "NotFound"}
+    template = apps.read_namespaced_deployment("payments-api", ns).spec.template
+    assert "kubectl.kubernetes.io/restartedAt" in template.metadata.annotations
+    events = {(e.type, e.reason) for e in promotions.events(ns, name)}
+    assert {("Normal", "Promoted"), ("Normal", "Restarted"), ("Warning", "AfterSuccessNotFound")} <= events
+
+
+def test_external_secret_refresh(
+    cluster: Cluster, example_operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    cluster.apply(
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "externalsecrets.external-secrets.io"},
+            "spec": {
+                "group": "external-secrets.io",
+                "scope": "Namespaced",
+                "names": {"kind": "ExternalSecret", "plural": "externalsecrets", "singular": "externalsecret"},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                    }
+                ],
+            },
+        }
+    )
+    cluster.kubectl("wait", "--for=condition=Established", "crd/externalsecrets.external-secrets.io")
+    cluster.apply(
+        {
+            "apiVersion": "external-secrets.io/v1",
+            "kind": "ExternalSecret",
+            "metadata": {"name": "db"},
+            "spec": {"refreshInterval": "1h"},
+        },
+        namespace=ns,
+    )
+    secret = emulator.seed(f"ex/{uuid.uuid4().hex[:6]}", "v1", "v2")
+    promotions.create(
+        ns,
+        "p",
+        {
+            "secretName": secret,
+            "versionStage": "ACSCurrent",
+            "moveToVersion": "v2",
+            "endpoint": emulator.url,
+            "credentials": {"secretRef": {"name": "kms-credentials"}},
+            "afterSuccess": {"refreshExternalSecrets": [{"name": "db"}, {"name": "gone"}]},
+        },
+    )
+    obj = promotions.wait_phase(ns, "p", "Succeeded")
+    assert [r["result"] for r in obj["status"]["afterSuccess"]] == ["Refreshed", "NotFound"]
+    es = k8s.CustomObjectsApi(cluster.api).get_namespaced_custom_object(
+        "external-secrets.io", "v1", ns, "externalsecrets", "db"
+    )
+    assert re.fullmatch(r"\d{10}", es["metadata"]["annotations"]["force-sync"])
+
+
+def argo_condition_holds(condition_text: str, obj: dict[str, Any]) -> bool:
+    """Argo Workflows' resource conditions: label-selector requirements over JSON paths (gjson), ANDed."""
+
+    def get(path: str) -> str | None:
+        node: Any = obj
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node if isinstance(node, str) else json.dumps(node)
+
+    for requirement in condition_text.split(","):
+        match = re.fullmatch(r"\s*([\w.]+)\s*(==|!=|=)\s*([\w.-]+)\s*", requirement)
+        assert match, f"unsupported requirement {requirement!r}"
+        key, op, value = match.groups()
+        actual = get(key)
+        if (op in ("=", "==") and actual != value) or (op == "!=" and actual == value):
+            return False
+    return True
+
+
+def test_argo_workflow_conditions_match_real_statuses(
+    cluster: Cluster, example_operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    workflow = yaml.safe_load((EXAMPLES / "argo-workflows" / "workflow.yaml").read_text())
+    resource = workflow["spec"]["templates"][0]["resource"]
+    manifest = yaml.safe_load(resource["manifest"])
+    outcomes = {}
+    for label, secret in (("ok", emulator.seed(f"ex/{uuid.uuid4().hex[:6]}", "v1", "v2")), ("bad", "no/such")):
+        body = with_endpoint(manifest, emulator, secret)
+        created = k8s.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
+            "secretstage.io", "v1alpha1", ns, "secretstagepromotions", body
+        )  # generateName, as Argo creates it
+        obj = promotions.wait_phase(ns, created["metadata"]["name"], "Succeeded", "Failed")
+        outcomes[label] = (
+            argo_condition_holds(resource["successCondition"], obj),
+            argo_condition_holds(resource["failureCondition"], obj),
+            obj,
+        )
+    assert outcomes["ok"][:2] == (True, False)
+    assert outcomes["bad"][:2] == (False, True)
+    assert outcomes["ok"][2]["status"]["requestId"]  # the output parameter's jsonPath
+
+
+def test_rollback_and_retry_commands(
+    cluster: Cluster, example_operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    secret = emulator.seed(f"ex/{uuid.uuid4().hex[:6]}", "v1", "v2")
+    promotions.create(
+        ns,
+        "go-live",
+        {
+            "secretName": secret,
+            "versionStage": "ACSCurrent",
+            "moveToVersion": "v2",
+            "endpoint": emulator.url,
+            "credentials": {"secretRef": {"name": "kms-credentials"}},
+        },
+    )
+    promotions.wait_phase(ns, "go-live", "Succeeded")
+    cmd = [sys.executable, "-m", "secretstage.cli"]
+    out = subprocess.run(
+        [*cmd, "rollback", "go-live", "-n", ns, "--new-name", "undo"],
+        capture_output=True,
+        text=True,
+        env=cli_env(cluster),
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "ACSCurrent back to v1" in out.stdout
+    undo = promotions.wait_phase(ns, "undo", "Succeeded")
+    assert undo["spec"]["precondition"] == {"currentVersion": "v2"}
+    assert undo["metadata"]["labels"] == {"secretstage.io/rollback-of": "go-live"}
+    assert emulator.placement(secret) == {"v1": ["ACSCurrent"], "v2": ["ACSPrevious"]}
+    applied = emulator.applied()
+    again = subprocess.run(
+        [*cmd, "rollback", "go-live", "-n", ns, "--new-name", "undo2"],
+        capture_output=True,
+        text=True,
+        env=cli_env(cluster),
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 0
+    # rolling back twice is idempotent: the asked placement already holds, nothing is sent
+    twice = promotions.wait_phase(ns, "undo2", "Succeeded")
+    assert condition(twice, "Succeeded")["reason"] == "AlreadyInPlace"
+    assert emulator.applied() == applied
+
+    missing = f"ex/{uuid.uuid4().hex[:6]}"
+    promotions.create(
+        ns,
+        "early",
+        {
+            "secretName": missing,
+            "versionStage": "ACSCurrent",
+            "moveToVersion": "v2",
+            "endpoint": emulator.url,
+            "credentials": {"secretRef": {"name": "kms-credentials"}},
+        },
+    )
+    promotions.wait_phase(ns, "early", "Failed")
+    emulator.seed(missing, "v1", "v2")
+    retry = subprocess.run(
+        [*cmd, "retry", "early", "-n", ns],
+        capture_output=True,
+        text=True,
+        env=cli_env(cluster),
+        timeout=60,
+        check=False,
+    )
+    assert retry.returncode == 0, retry.stderr
+    done = promotions.wait_phase(ns, "early", "Succeeded", generation=2)
+    assert done["spec"]["retry"] == 1
+    assert wait_for(lambda: emulator.holder(missing, "ACSCurrent"), lambda h: h == "v2", timeout=10, what="v2")
