@@ -43,7 +43,8 @@ demo: $(STAMP) control-plane
 	$(BIN)/python hack/demo.py
 
 bench: $(STAMP) control-plane
-	$(BIN)/python -m bench.run
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .control-plane .demo .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,7 @@
 #   hack/control-plane.sh down    stop the processes this script started (by PID) and remove the state
 #   hack/control-plane.sh env     print `export KUBECONFIG=...` lines
 #   hack/control-plane.sh token NS SA   print a TokenRequest token for a ServiceAccount
+#   hack/control-plane.sh stop|start|pause|resume COMPONENT   fault injection (etcd, kube-apiserver, ...)
 #
 # Environment:
 #   SECRETSTAGE_CACHE_DIR   binary cache root   (default ${XDG_CACHE_HOME:-$HOME/.cache}/secretstage)
@@ -216,7 +217,8 @@ wait_for() { # description timeout command...
 
 start_bg() { # name command...
   local name=$1; shift
-  setsid "$@" >"$STATE/$name.log" 2>&1 < /dev/null &
+  printf '%q ' "$@" > "$STATE/$name.cmd"  # kept for `start NAME` after `stop NAME` (fault tests)
+  setsid "$@" >>"$STATE/$name.log" 2>&1 < /dev/null &
   echo $! > "$STATE/$name.pid"
 }
 
@@ -298,6 +300,21 @@ cmd_env() {
   cat "$STATE/env"
 }
 
+# Fault injection for reliability tests: stop/start/pause/resume one component by its PID file.
+cmd_component() { # action name
+  local action=$1 name=$2
+  [ -f "$STATE/$name.cmd" ] || die "unknown component $name (no $STATE/$name.cmd)"
+  case $action in
+    stop) stop_pid "$name" ;;
+    start)
+      if [ -f "$STATE/$name.pid" ] && kill -0 "$(cat "$STATE/$name.pid")" 2>/dev/null; then die "$name is running"; fi
+      setsid bash -c "exec $(cat "$STATE/$name.cmd")" >>"$STATE/$name.log" 2>&1 < /dev/null &
+      echo $! > "$STATE/$name.pid" ;;
+    pause) kill -STOP "$(cat "$STATE/$name.pid")" ;;
+    resume) kill -CONT "$(cat "$STATE/$name.pid")" ;;
+  esac
+}
+
 cmd_token() {
   [ $# -eq 2 ] || die "usage: control-plane.sh token NAMESPACE SERVICEACCOUNT"
   # shellcheck disable=SC1091
@@ -312,5 +329,6 @@ case "${1:-}" in
   env) cmd_env ;;
   token) shift; cmd_token "$@" ;;
   bin-dir) echo "$BIN" ;;
-  *) echo "usage: $0 build|up|down|env|token NS SA|bin-dir" >&2; exit 2 ;;
+  stop|start|pause|resume) [ $# -eq 2 ] || die "usage: $0 $1 etcd|kube-apiserver|kube-controller-manager"; cmd_component "$1" "$2" ;;
+  *) echo "usage: $0 build|up|down|env|token NS SA|bin-dir|stop|start|pause|resume COMPONENT" >&2; exit 2 ;;
 esac

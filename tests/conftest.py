@@ -12,13 +12,42 @@ import pytest
 from secretstage.emulator.app import Emulator
 from secretstage.emulator.server import build, serve
 from secretstage.kms import Credentials, KmsClient, RetryPolicy, StaticProvider
+from tests.support import LOG_FILES, SECRET_CANARIES
 
-pytest_plugins = ["tests.cluster"]
+pytest_plugins = ["tests.cluster", "tests.fixtures_k8s"]
 
 ACCESS_KEY_ID = "LTAItestkey0001"
 # Unique per run, so a leak scan can never match an unrelated string.
 ACCESS_KEY_SECRET = "sk-" + uuid.uuid4().hex
 SECRET_VALUE = "db-password-" + uuid.uuid4().hex
+SECRET_CANARIES.update({ACCESS_KEY_SECRET, SECRET_VALUE})
+_LEAKS: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Scan what every test printed, logged and raised for the test secrets."""
+    texts = [report.longreprtext, *(content for _, content in report.sections)]
+    for text in texts:
+        for secret in SECRET_CANARIES:
+            if secret in text:
+                _LEAKS.append(f"{report.nodeid} ({report.when}): a test secret appears in its output")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for path in LOG_FILES:
+        if path.exists():
+            text = path.read_text(errors="replace")
+            _LEAKS.extend(
+                f"{path.name}: a test secret appears in this process log" for s in SECRET_CANARIES if s in text
+            )
+    if _LEAKS:
+        print("\nLEAK SCAN FAILED:\n  " + "\n  ".join(sorted(set(_LEAKS))))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        print(
+            f"\nleak scan: {len(SECRET_CANARIES)} test secrets, {len(LOG_FILES)} process logs and every test "
+            "report checked: clean"
+        )
 
 
 @dataclass

@@ -16,7 +16,7 @@ from kubernetes import client as k8s
 
 from secretstage.kms import Credentials, KmsClient, StaticProvider
 from tests.cluster import Cluster
-from tests.support import ROOT, Process, secretstage_cmd, wait_for
+from tests.support import ROOT, SECRET_CANARIES, Process, secretstage_cmd, wait_for
 
 GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
 CRD_FILE = ROOT / "crds" / "secretstagepromotions.secretstage.io.yaml"
@@ -27,6 +27,7 @@ E2E_KEY_SECRET = "e2e-secret-" + uuid.uuid4().hex
 E2E_TOKEN = "CAIS-e2e-token-" + uuid.uuid4().hex
 E2E_SECRET_VALUE = "e2e-value-" + uuid.uuid4().hex
 SECRETS = (E2E_KEY_SECRET, E2E_TOKEN, E2E_SECRET_VALUE)
+SECRET_CANARIES.update(SECRETS)
 
 
 def free_port() -> int:
@@ -96,8 +97,10 @@ class OperatorProcess:
         *extra: str,
         name: str = "operator",
         env: dict[str, str] | None = None,
+        log_level: str = "DEBUG",
     ) -> None:
         self.workdir, self.kubeconfig, self.extra, self.name = workdir, kubeconfig, extra, name
+        self.log_level = log_level
         self.allow = re.escape(emulator_url)
         self.env = env or {}
         self.logs: list[Path] = []
@@ -112,7 +115,7 @@ class OperatorProcess:
         self.process = Process(
             secretstage_cmd(
                 "--log-level",
-                "DEBUG",
+                self.log_level,
                 "run",
                 "--endpoint-allow",
                 self.allow,
@@ -125,13 +128,14 @@ class OperatorProcess:
             log,
             env={"KUBECONFIG": self.kubeconfig, **self.env},
         )
-        wait_for(
-            lambda: httpx.get(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2).status_code,
-            lambda code: code == 200,
-            timeout=60,
-            what=f"{self.name} liveness",
-            interval=0.2,
-        )
+        process = self.process
+
+        def probe() -> int:
+            if not process.alive():
+                raise RuntimeError(f"{self.name} exited; log tail:\n{process.log_text()[-2000:]}")
+            return httpx.get(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2).status_code
+
+        wait_for(probe, lambda code: code == 200, timeout=60, what=f"{self.name} liveness", interval=0.2)
 
     def stop(self, sig: int = 15) -> None:
         if self.process is not None:

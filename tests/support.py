@@ -13,6 +13,11 @@ from typing import IO, TypeVar
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
+# Every secret value a test hands to our code, and every log file a child process wrote: the
+# session-wide leak scan in tests/conftest.py checks all of them (and every test report) at the end.
+SECRET_CANARIES: set[str] = set()
+LOG_FILES: list[Path] = []
+
 
 def wait_for(
     probe: Callable[[], T],
@@ -44,6 +49,7 @@ class Process:
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log_path = log_path
+        LOG_FILES.append(log_path)
         self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=self._log, env={**os.environ, **(env or {})}, start_new_session=True

@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 
 from secretstage import reconcile as reconciling
-from secretstage.domain.outcome import Kind
+from secretstage.domain.outcome import AttemptResult, Kind
 from secretstage.domain.status import build_status, is_done
 
 GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
@@ -38,7 +38,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.batching.batch_window = 0.01  # one promotion is one event; do not wait for more
+    # kopf's default 0.1 s window waits for more events of the same object; a promotion is one event.
+    settings.batching.batch_window = memo.runtime.settings.kopf_batch_window
     settings.batching.worker_limit = memo.runtime.settings.max_workers
 
 
@@ -57,6 +58,7 @@ async def promote(
     meta: kopf.Meta,
     status: kopf.Status,
     namespace: str | None,
+    name: str | None,
     patch: kopf.Patch,
     memo: Any,
     logger: logging.Logger | logging.LoggerAdapter[Any],
@@ -65,10 +67,28 @@ async def promote(
     runtime: reconciling.Runtime = memo.runtime
     generation = int(meta.get("generation") or 0)
     attempt = (int(status.get("attempts") or 0) if status.get("observedGeneration") == generation else 0) + 1
+
+    written: dict[str, Any] = {}
+
+    async def checkpoint(partial: AttemptResult) -> None:
+        # Durable intent before the first mutating call: a crash mid-call still leaves InProgress
+        # and stagesBefore in status, which the next attempt uses (ACSPrevious fix-up, rollback).
+        intent = build_status(status, result=partial, generation=generation, now=reconciling.utcnow())
+        try:
+            await reconciling.write_status(runtime.api, namespace or "", name or "", intent)
+        except Exception as exc:  # no intent record, no move: retry the attempt soon
+            raise kopf.TemporaryError(
+                f"cannot record the intent before the move: {type(exc).__name__}", delay=5
+            ) from None
+        written.update(intent)
+
     with runtime.metrics.in_flight.track_inprogress():
-        result = await reconciling.reconcile(runtime, spec, namespace or "", status, generation, attempt)
+        result = await reconciling.reconcile(runtime, spec, namespace or "", status, generation, attempt, checkpoint)
     outcome = result.outcome
-    patch.status.update(build_status(status, result=result, generation=generation, now=reconciling.utcnow()))
+    final = build_status(status, result=result, generation=generation, now=reconciling.utcnow())
+    if "startTime" in written:
+        final["startTime"] = written["startTime"]
+    patch.status.update(final)
     runtime.metrics.promotions.labels(outcome.kind.value, outcome.reason).inc()
     previous_reason = next(
         (c.get("reason") for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), None

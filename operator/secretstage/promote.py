@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from secretstage.domain import planning
 from secretstage.domain.outcome import AttemptResult, HistoryEntry, Kind, Outcome, failed, from_kms_error
@@ -65,8 +65,13 @@ async def promote(
     recorded_before: Mapping[str, str] | None = None,
     now: Callable[[], str],
     rng: random.Random | None = None,
+    checkpoint: Callable[[AttemptResult], Awaitable[None]] | None = None,
 ) -> AttemptResult:
-    """One attempt. ``recorded_before``: the placement the first attempt of this generation saw."""
+    """One attempt. ``recorded_before``: the placement the first attempt of this generation saw.
+
+    ``checkpoint`` is awaited just before the first mutating call, with the placement read so far:
+    the caller records it durably (status), so a crash mid-call still knows where the stage was.
+    """
     rec = _Recorder(now)
     result = rec.result
     try:
@@ -90,6 +95,9 @@ async def promote(
 
         moved = False
         if plan.call is not None:
+            if checkpoint is not None and recorded_before is None:
+                result.outcome = Outcome(Kind.RETRY, "Promoting", f"{plan.describe()}: calling KMS")
+                await checkpoint(result)
             try:
                 result.request_id = await _update(client, request, plan.call, rec)
                 moved = True

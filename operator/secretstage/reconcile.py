@@ -6,8 +6,9 @@ hands over to ``promote``. kopf-free, so it can be read and tested without the f
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,20 @@ from secretstage.kms import (
 )
 from secretstage.metrics import Metrics
 from secretstage.promote import promote
+
+
+async def write_status(api: k8s.ApiClient, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    """A status merge patch outside kopf's end-of-handler patch (the intent record before a move)."""
+    custom = k8s.CustomObjectsApi(api)
+    await asyncio.to_thread(
+        custom.patch_namespaced_custom_object_status,
+        "secretstage.io",
+        "v1alpha1",
+        namespace,
+        "secretstagepromotions",
+        name,
+        {"status": dict(status)},
+    )
 
 
 def utcnow() -> str:
@@ -111,8 +126,17 @@ async def _credentials(
     return StaticProvider(creds)
 
 
+Checkpoint = Callable[[AttemptResult], Awaitable[None]]
+
+
 async def reconcile(
-    runtime: Runtime, spec: Mapping[str, Any], namespace: str, status: Mapping[str, Any], generation: int, attempt: int
+    runtime: Runtime,
+    spec: Mapping[str, Any],
+    namespace: str,
+    status: Mapping[str, Any],
+    generation: int,
+    attempt: int,
+    checkpoint: Checkpoint | None = None,
 ) -> AttemptResult:
     try:
         request = parse_spec(spec)
@@ -141,7 +165,15 @@ async def reconcile(
     same_generation = status.get("observedGeneration") == generation
     recorded = status.get("stagesBefore") if same_generation else None
     try:
-        result = await promote(request, client, attempt=attempt, recorded_before=recorded, now=utcnow, rng=runtime.rng)
+        result = await promote(
+            request,
+            client,
+            attempt=attempt,
+            recorded_before=recorded,
+            now=utcnow,
+            rng=runtime.rng,
+            checkpoint=checkpoint,
+        )
     except (CredentialsError, KmsError) as exc:  # raised by a credentials provider before any request
         code = getattr(exc, "code", "CredentialsError")
         return AttemptResult(

@@ -10,8 +10,10 @@ import pytest
 
 from secretstage.kms import ACS3_HMAC_SHA256, HMAC_SHA1, Credentials, KmsClient, KmsError, StaticProvider
 from tests.conftest import ACCESS_KEY_SECRET, RunningEmulator
+from tests.support import SECRET_CANARIES
 
 TOKEN = "CAIS-leak-canary-token-7f3a9b"
+SECRET_CANARIES.add(TOKEN)
 
 
 @pytest.mark.parametrize("signature", [ACS3_HMAC_SHA256, HMAC_SHA1])

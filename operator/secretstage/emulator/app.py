@@ -177,6 +177,8 @@ class Emulator:
                 },
             }
             self.history.append(entry)
+            if len(self.history) > 20000:
+                del self.history[:-10000]
             try:
                 result = self.dispatch(action, params)
             except KmsFault as fault:
@@ -500,6 +502,7 @@ class Emulator:
                 "applied": dict(self.applied),
                 "sts_exchanges": self.sts_exchanges,
                 "history": self.history[-1000:],
+                "arrivals": self.last_request_ts[-10000:],
             }
         )
 

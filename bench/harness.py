@@ -1,0 +1,239 @@
+"""What the benchmarks run on: a control plane, the emulator and the operator as real processes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "hack" / "control-plane.sh"
+GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
+AK_ID, AK_SECRET = "LTAIbenchKey", "bench-secret-not-real-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Plane:
+    """The control plane as seen by a minimal client: one httpx.Client with the admin certificate."""
+
+    state: Path
+    kubeconfig: str
+    server: str
+    http: httpx.Client
+    async_args: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def up(cls) -> Plane:
+        state = Path(tempfile.mkdtemp(prefix="secretstage-bench-"))
+        env = {**os.environ, "CP_STATE_DIR": str(state / "cp")}
+        out = subprocess.run(
+            ["bash", str(SCRIPT), "up"], capture_output=True, text=True, env=env, check=True, timeout=3600
+        ).stdout
+        kubeconfig = re.search(r"export KUBECONFIG=(\S+)", out).group(1)  # type: ignore[union-attr]
+        config = yaml.safe_load(Path(kubeconfig).read_text())
+        files = {}
+        for key, source in (
+            ("ca", config["clusters"][0]["cluster"]["certificate-authority-data"]),
+            ("crt", config["users"][0]["user"]["client-certificate-data"]),
+            ("key", config["users"][0]["user"]["client-key-data"]),
+        ):
+            path = state / f"{key}.pem"
+            path.write_bytes(base64.b64decode(source))
+            files[key] = str(path)
+        server = config["clusters"][0]["cluster"]["server"]
+        args = {"base_url": server, "verify": files["ca"], "cert": (files["crt"], files["key"]), "timeout": 30}
+        plane = cls(state, kubeconfig, server, httpx.Client(**args), args)
+        return plane
+
+    def down(self) -> None:
+        self.http.close()
+        env = {**os.environ, "CP_STATE_DIR": str(self.state / "cp")}
+        subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, check=False, timeout=120)
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        bin_dir = subprocess.run(
+            ["bash", str(SCRIPT), "bin-dir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        return subprocess.run(
+            [f"{bin_dir}/kubectl", "--kubeconfig", self.kubeconfig, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        ).stdout
+
+    def namespace(self, name: str) -> None:
+        self.http.post("/api/v1/namespaces", json={"metadata": {"name": name}}).raise_for_status()
+        self.http.post(
+            f"/api/v1/namespaces/{name}/secrets",
+            json={
+                "metadata": {"name": "kms-credentials"},
+                "type": "Opaque",
+                "stringData": {"AccessKeyId": AK_ID, "AccessKeySecret": AK_SECRET},
+            },
+        ).raise_for_status()
+
+    def path(self, namespace: str, name: str = "") -> str:
+        base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+        return f"{base}/{name}" if name else base
+
+    def create(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "SecretStagePromotion",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        self.http.post(self.path(namespace), json=body).raise_for_status()
+
+
+class Watcher:
+    """Records, from one watch stream, when each promotion first reached phase Succeeded (or Failed)."""
+
+    def __init__(self, plane: Plane, namespace: str) -> None:
+        self.done: dict[str, float] = {}
+        self.failed: dict[str, Any] = {}
+        self._cond = threading.Condition()
+        self._stop = False
+        self._client = httpx.Client(**{**plane.async_args, "timeout": httpx.Timeout(10, read=None)})
+        self._url = plane.path(namespace)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        rv = self._client.get(self._url).json()["metadata"]["resourceVersion"]
+        while not self._stop:
+            try:
+                with self._client.stream(
+                    "GET", self._url, params={"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true"}
+                ) as r:
+                    for line in r.iter_lines():
+                        if self._stop:
+                            return
+                        event = json.loads(line)
+                        obj = event["object"]
+                        rv = obj["metadata"].get("resourceVersion", rv)
+                        phase = (obj.get("status") or {}).get("phase")
+                        name = obj["metadata"].get("name")
+                        if phase in ("Succeeded", "Failed") and name not in self.done:
+                            with self._cond:
+                                self.done[name] = time.monotonic()
+                                if phase == "Failed":
+                                    self.failed[name] = obj["status"].get("lastError")
+                                self._cond.notify_all()
+            except (httpx.HTTPError, json.JSONDecodeError):
+                time.sleep(0.1)
+
+    def wait(self, names: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not all(n in self.done for n in names):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    missing = [n for n in names if n not in self.done]
+                    raise TimeoutError(f"{len(missing)} promotions not finished, e.g. {missing[:3]}")
+                self._cond.wait(left)
+
+    def stop(self) -> None:
+        self._stop = True
+        self._client.close()
+
+
+class Proc:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = open(log, "ab")  # noqa: SIM115
+        self.popen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, env={**os.environ, **(env or {})})
+        self.ps = psutil.Process(self.popen.pid)
+        self.started = time.monotonic()
+
+    def rss_mib(self) -> float:
+        return self.ps.memory_info().rss / (1024 * 1024)
+
+    def stop(self) -> None:
+        self.popen.terminate()
+        try:
+            self.popen.wait(20)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+        if self.popen.stdout:
+            self.popen.stdout.close()
+        self.log.close()
+
+
+def emulator(state: Path) -> tuple[Proc, str, httpx.Client]:
+    proc = Proc(
+        [
+            sys.executable,
+            "-m",
+            "secretstage.cli",
+            "--log-level",
+            "WARNING",
+            "emulator",
+            "--port",
+            "0",
+            "--access-key-id",
+            AK_ID,
+        ],
+        state / "emulator.log",
+        {"SECRETSTAGE_EMULATOR_ACCESS_KEY_SECRET": AK_SECRET},
+    )
+    assert proc.popen.stdout is not None
+    url = proc.popen.stdout.readline().decode().strip().removeprefix("listening on ")
+    return proc, url, httpx.Client(base_url=url, timeout=30)
+
+
+def operator(plane: Plane, url: str, namespace: str, name: str, **env: str) -> Proc:
+    health = free_port()
+    proc = Proc(
+        [
+            sys.executable,
+            "-m",
+            "secretstage.cli",
+            "--log-level",
+            "WARNING",
+            "run",
+            "--namespace",
+            namespace,
+            "--endpoint-allow",
+            re.escape(url),
+            "--metrics-port",
+            "0",
+            "--health-port",
+            str(health),
+            "--kms-rate-limit",
+            "100000",
+            "--kms-burst",
+            "1000",
+        ],
+        plane.state / f"{name}.log",
+        {"KUBECONFIG": plane.kubeconfig, **env},
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"operator did not start; see {plane.state / f'{name}.log'}")

@@ -1,0 +1,94 @@
+"""SIGKILL the operator while KMS calls are in flight; the restarted operator finishes every promotion.
+
+Delivery is at-least-once: a move that KMS applied after the operator died is seen by the next
+attempt (from the intent record in status and a fresh read) and not sent again blindly.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster import Cluster
+from tests.harness import EmulatorProcess, OperatorProcess, Promotions, condition, spec_for
+from tests.reliability.helpers import seed_many, unique, wait_all_terminal
+from tests.support import wait_for
+
+COUNT = 20
+
+
+@pytest.mark.parametrize("auto_previous", [True, False], ids=["kms-moves-previous", "kms-leaves-previous"])
+def test_sigkill_mid_call(
+    cluster: Cluster,
+    crd: None,
+    emulator: EmulatorProcess,
+    promotions: Promotions,
+    ns: str,
+    tmp_path: Path,
+    figures: dict[str, Any],
+    auto_previous: bool,
+) -> None:
+    names = [unique("crash") for _ in range(COUNT)]
+    seed_many(emulator.url, names)
+    emulator.set_auto_previous(auto_previous)
+    op = OperatorProcess(
+        tmp_path, cluster.kubeconfig, emulator.url, "--namespace", ns, "--kms-rate-limit", "100", name="crash-op"
+    )
+    calls_before = emulator.calls()["calls"].get("UpdateSecretVersionStage", 0)
+    try:
+        emulator.set_faults({"UpdateSecretVersionStage": {"latency_ms": 3000}})
+        for i, name in enumerate(names):
+            promotions.create(ns, f"p{i}", spec_for(emulator, name, moveToVersion="v2"))
+        # Kill while the update calls are inside the emulator (it applies them after the delay).
+        wait_for(
+            lambda: sum(
+                1
+                for i in range(COUNT)
+                if (promotions.get(ns, f"p{i}").get("status") or {}).get("phase") == "InProgress"
+            ),
+            lambda n: n >= COUNT // 2,
+            timeout=60,
+            what="intent records before the kill",
+        )
+        op.stop(signal.SIGKILL)
+        emulator.set_faults({})
+        op.start()
+        objs = wait_all_terminal(promotions, [ns], COUNT, timeout=180)
+    finally:
+        emulator.set_faults({})
+        emulator.set_auto_previous(True)
+        op.stop()
+    assert [o["status"]["phase"] for o in objs] == ["Succeeded"] * COUNT
+    state = emulator.http.get("/_emulator/state").json()["secrets"]
+    assert all(state[n] == {"v1": ["ACSPrevious"], "v2": ["ACSCurrent"]} for n in names), [state[n] for n in names][:3]
+    for o in objs:
+        assert o["status"]["stagesBefore"]["ACSCurrent"] == "v1"  # the intent record survived the crash
+    reasons = {condition(o, "Succeeded")["reason"] for o in objs}
+    update_calls = emulator.calls()["calls"].get("UpdateSecretVersionStage", 0) - calls_before
+    figures[f"crash.{'auto' if auto_previous else 'manual'}_previous.update_calls_for_{COUNT}"] = update_calls
+    figures[f"crash.{'auto' if auto_previous else 'manual'}_previous.reasons"] = sorted(reasons)
+
+
+def test_applied_but_answer_lost(
+    cluster: Cluster, crd: None, emulator: EmulatorProcess, promotions: Promotions, ns: str, tmp_path: Path
+) -> None:
+    """KMS applies the move, the answer is lost, the quick retry meets a label that already moved."""
+    name = unique("lost")
+    seed_many(emulator.url, [name])
+    op = OperatorProcess(tmp_path, cluster.kubeconfig, emulator.url, "--namespace", ns, name="lost-op")
+    try:
+        emulator.set_faults({"UpdateSecretVersionStage": {"drop_after": 1.0}})
+        before = emulator.applied()
+        promotions.create(ns, "p", spec_for(emulator, name, moveToVersion="v2"))
+        obj = promotions.wait_phase(ns, "p", "Succeeded", "Failed", timeout=60)
+    finally:
+        emulator.set_faults({})
+        op.stop()
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert emulator.applied() - before == 1  # applied once; the repeat was rejected by KMS, not applied twice
+    outcomes = [h["outcome"] for h in obj["status"]["history"]]
+    assert "InvalidParameter" in outcomes  # the repeated move, rejected: the label had already moved
+    assert emulator.holder(name, "ACSCurrent") == "v2"
