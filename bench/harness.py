@@ -7,6 +7,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,9 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+_local = threading.local()
 
 
 @dataclass
@@ -61,7 +65,9 @@ class Plane:
             path.write_bytes(base64.b64decode(source))
             files[key] = str(path)
         server = config["clusters"][0]["cluster"]["server"]
-        args = {"base_url": server, "verify": files["ca"], "cert": (files["crt"], files["key"]), "timeout": 30}
+        context = ssl.create_default_context(cafile=files["ca"])
+        context.load_cert_chain(files["crt"], files["key"])
+        args = {"base_url": server, "verify": context, "timeout": 30}
         plane = cls(state, kubeconfig, server, httpx.Client(**args), args)
         return plane
 

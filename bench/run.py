@@ -73,23 +73,23 @@ class Bench:
 
     def fresh(self, label: str, count: int) -> tuple[str, list[str]]:
         self.counter += 1
-        ns = f"bench-{self.counter}-{label}"
+        ns = f"bench-{self.counter}-{label}".replace("_", "-")
         self.plane.namespace(ns)
         names = [f"bench/{ns}/{i}" for i in range(count)]
         seed(self.url, names)
         return ns, names
 
-    def latency(self, kms_ms: int) -> None:
+    def latency(self, kms_ms: int, env: dict[str, str] | None = None, label: str = "", n: int | None = None) -> None:
         self.emu_http.put("/_emulator/faults", json={"*": {"latency_ms": kms_ms}} if kms_ms else {})
-        n = 50 if self.quick else 200
+        n = n or (50 if self.quick else 200)
         # the limit: one UpdateSecretVersionStage + one status PATCH, sequentially, by a minimal client
         ns, names = self.fresh(f"limit-{kms_ms}", n)
         for i in range(n):  # objects to write status to, in a namespace no operator watches
             self.plane.create(ns, f"p{i}", spec(self.url, names[i]))
         limit = asyncio.run(self._limit_sequential(ns, names))
         # ours: create -> Succeeded seen on a watch, one at a time
-        ns, names = self.fresh(f"ours-{kms_ms}", n)
-        op = operator(self.plane, self.url, ns, f"operator-latency-{kms_ms}")
+        ns, names = self.fresh(f"ours-{kms_ms}{label}", n)
+        op = operator(self.plane, self.url, ns, f"operator-latency-{kms_ms}{label}", **(env or {}))
         watcher = Watcher(self.plane, ns)
         ours = []
         try:
@@ -101,13 +101,13 @@ class Bench:
         finally:
             watcher.stop()
             op.stop()
-        self.samples[f"latency_ours_{kms_ms}ms"] = ours
-        self.samples[f"latency_limit_{kms_ms}ms"] = limit
+        self.samples[f"latency_ours_{kms_ms}ms{label}"] = ours
+        self.samples[f"latency_limit_{kms_ms}ms{label}"] = limit
         for p in (50, 95, 99):
             o, lim = pct(ours, p), pct(limit, p)
-            self.results[f"latency_{kms_ms}ms_p{p}_ours_s"] = round(o, 4)
-            self.results[f"latency_{kms_ms}ms_p{p}_limit_s"] = round(lim, 4)
-            self.results[f"latency_{kms_ms}ms_p{p}_ratio"] = round(o / lim, 2)
+            self.results[f"latency_{kms_ms}ms{label}_p{p}_ours_s"] = round(o, 4)
+            self.results[f"latency_{kms_ms}ms{label}_p{p}_limit_s"] = round(lim, 4)
+            self.results[f"latency_{kms_ms}ms{label}_p{p}_ratio"] = round(o / lim, 2)
         self.emu_http.put("/_emulator/faults", json={})
 
     async def _limit_sequential(self, ns: str, names: list[str]) -> list[float]:
@@ -228,6 +228,8 @@ def main() -> int:
         for ms in (0, 50):
             step(f"latency at KMS latency {ms} ms")
             bench.latency(ms)
+        step("latency with kopf's default batching window (0.1 s), for the before/after")
+        bench.latency(0, env={"SECRETSTAGE_KOPF_BATCH_WINDOW": "0.1"}, label="_kopf_default_window", n=50)
         burst = 100 if args.quick else 500
         step(f"throughput: burst of {burst}")
         ours = bench.throughput(burst, "burst")
