@@ -250,17 +250,13 @@ def main() -> int:
         sizes = (100, 300, 1000) if args.quick else (100, 1000, 5000)
         for n in sizes:
             step(f"scaling: {n} objects")
-            s = bench.throughput(n, f"scale-{n}", rss_at=(min(1000, n),))
+            s = bench.throughput(n, f"scale-{n}")
             r[f"scale_{n}_per_s"] = round(s["per_s"], 2)
             r[f"scale_{n}_rss_idle_mib"] = round(s["rss_idle_mib"], 1)
             r[f"scale_{n}_rss_peak_mib"] = round(s["rss_peak_mib"], 1)
             r[f"scale_{n}_rss_after_mib"] = round(s["rss_after_mib"], 1)
             if n == sizes[-1]:
-                at_1000 = s.get(f"rss_after_{min(1000, n)}_mib", s["rss_after_mib"])
                 r["rss_idle_mib"] = round(s["rss_idle_mib"], 1)
-                r["rss_with_1000_mib"] = round(at_1000, 1)
-                r[f"rss_after_{n}_mib"] = round(s["rss_after_mib"], 1)
-                r["rss_growth_1000_to_last_pct"] = round((s["rss_after_mib"] / at_1000 - 1) * 100, 1)
     finally:
         bench.close()
     r["machine_cores"] = __import__("os").cpu_count()
