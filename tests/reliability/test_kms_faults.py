@@ -74,7 +74,9 @@ def test_promotions_survive_kms_faults(
     assert "Rejected.Throttling" in outcomes
     arrivals = emulator.calls()["arrivals"][start_calls:]
     peak = max_in_window(arrivals)
-    assert peak <= RATE + BURST + 1, f"{peak} requests in one second with a limit of {RATE}/s (burst {BURST})"
+    # 10% slack for the jitter between taking a token and arriving at the emulator; unlimited, the
+    # operator sends several hundred requests in a second here.
+    assert peak <= (RATE + BURST) * 1.1, f"{peak} requests in one second with a limit of {RATE}/s (burst {BURST})"
     figures.update(
         {
             "kms_faults.promotions": COUNT,
