@@ -8,8 +8,8 @@ from typing import Any
 import kopf
 
 from secretstage import reconcile as reconciling
-from secretstage.domain.outcome import AttemptResult, Kind
-from secretstage.domain.status import build_status, is_done
+from secretstage.domain.outcome import Kind
+from secretstage.domain.status import is_done
 
 GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
 registry = kopf.OperatorRegistry()
@@ -64,42 +64,21 @@ async def promote(
     logger: logging.Logger | logging.LoggerAdapter[Any],
     **_: Any,
 ) -> None:
-    runtime: reconciling.Runtime = memo.runtime
-    generation = int(meta.get("generation") or 0)
-    attempt = (int(status.get("attempts") or 0) if status.get("observedGeneration") == generation else 0) + 1
-
-    written: dict[str, Any] = {}
-
-    async def checkpoint(partial: AttemptResult) -> None:
-        # Durable intent before the first mutating call: a crash mid-call still leaves InProgress
-        # and stagesBefore in status, which the next attempt uses (ACSPrevious fix-up, rollback).
-        intent = build_status(status, result=partial, generation=generation, now=reconciling.utcnow())
-        try:
-            await reconciling.write_status(runtime.api, namespace or "", name or "", intent)
-        except Exception as exc:  # no intent record, no move: retry the attempt soon
-            raise kopf.TemporaryError(
-                f"cannot record the intent before the move: {type(exc).__name__}", delay=5
-            ) from None
-        written.update(intent)
-
-    with runtime.metrics.in_flight.track_inprogress():
-        result = await reconciling.reconcile(runtime, spec, namespace or "", status, generation, attempt, checkpoint)
-    outcome = result.outcome
-    final = build_status(status, result=result, generation=generation, now=reconciling.utcnow())
-    if "startTime" in written:
-        final["startTime"] = written["startTime"]
-    patch.status.update(final)
-    runtime.metrics.promotions.labels(outcome.kind.value, outcome.reason).inc()
-    previous_reason = next(
-        (c.get("reason") for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), None
-    )
-    if outcome.terminal or attempt == 1 or previous_reason != outcome.reason:
-        event_type = "Normal" if outcome.kind is Kind.SUCCEEDED else "Warning"
-        kopf.event(body, type=event_type, reason=EVENT_REASONS[outcome.kind], message=outcome.message[:1000])
-    for follow_up in result.after_success:
-        ok = follow_up["result"] in ("Restarted", "Refreshed")
-        reason = follow_up["result"] if ok else f"AfterSuccess{follow_up['result']}"
-        kopf.event(body, type="Normal" if ok else "Warning", reason=reason, message=follow_up["message"])
+    try:
+        attempt = await reconciling.run_attempt(
+            memo.runtime,
+            spec=spec,
+            status=status,
+            namespace=namespace or "",
+            name=name or "",
+            generation=int(meta.get("generation") or 0),
+        )
+    except reconciling.IntentNotRecorded as exc:
+        raise kopf.TemporaryError(str(exc), delay=5) from None
+    patch.status.update(attempt.status)
+    for event_type, reason, message in attempt.events:
+        kopf.event(body, type=event_type, reason=reason, message=message)
+    result, outcome = attempt.result, attempt.result.outcome
     logger.info("%s: %s (RequestId %s)", outcome.reason, outcome.message, result.request_id or "-")
     if outcome.kind is Kind.FAILED:
         raise kopf.PermanentError(f"{outcome.reason}: {outcome.message}")

@@ -22,6 +22,7 @@ from secretstage.domain import outcome as outcomes
 from secretstage.domain.outcome import AttemptResult, Kind, Outcome
 from secretstage.domain.policy import endpoint_problem
 from secretstage.domain.promotion import InvalidPromotion, PromotionRequest, parse_spec
+from secretstage.domain.status import build_status, events_for
 from secretstage.kms import (
     ConfigurationError,
     CredentialsError,
@@ -202,3 +203,40 @@ async def _after_success(runtime: Runtime, request: PromotionRequest, namespace:
         stamp=str(int(datetime.now(UTC).timestamp())),
     )
     result.after_success = [f.to_status() for f in follow_ups]
+
+
+class IntentNotRecorded(Exception):
+    """The status write before a move failed, so nothing was sent; the attempt should be retried soon."""
+
+
+@dataclass
+class Attempt:
+    result: AttemptResult
+    status: dict[str, Any]  # the new status, as a merge patch
+    events: list[tuple[str, str, str]]  # (type, reason, message)
+
+
+async def run_attempt(
+    runtime: Runtime, *, spec: Mapping[str, Any], status: Mapping[str, Any], namespace: str, name: str, generation: int
+) -> Attempt:
+    """One attempt with its bookkeeping: the intent record before a move, the final status, metrics, events."""
+    number = (int(status.get("attempts") or 0) if status.get("observedGeneration") == generation else 0) + 1
+    written: dict[str, Any] = {}
+
+    async def checkpoint(partial: AttemptResult) -> None:
+        # Durable intent before the first mutating call: a crash mid-call still leaves InProgress
+        # and stagesBefore in status, which the next attempt uses (ACSPrevious fix-up, rollback).
+        intent = build_status(status, result=partial, generation=generation, now=utcnow())
+        try:
+            await write_status(runtime.api, namespace, name, intent)
+        except Exception as exc:
+            raise IntentNotRecorded(f"cannot record the intent before the move: {type(exc).__name__}") from None
+        written.update(intent)
+
+    with runtime.metrics.in_flight.track_inprogress():
+        result = await reconcile(runtime, spec, namespace, status, generation, number, checkpoint)
+    final = build_status(status, result=result, generation=generation, now=utcnow())
+    if "startTime" in written:
+        final["startTime"] = written["startTime"]
+    runtime.metrics.promotions.labels(result.outcome.kind.value, result.outcome.reason).inc()
+    return Attempt(result=result, status=final, events=events_for(result, status, number))

@@ -112,3 +112,17 @@ def test_backoff_is_bounded_and_grows() -> None:
     delays = [backoff_delay(a, base=2, cap=300, rng=rng) for a in range(1, 30)]
     assert all(1.0 <= d <= 300 for d in delays)
     assert max(delays[-10:]) > 30
+
+
+def test_events_only_on_change_or_final() -> None:
+    from secretstage.domain.status import events_for
+
+    retry = AttemptResult(Outcome(Kind.RETRY, "Rejected_Throttling", "slow down"))
+    first = build_status({}, result=retry, generation=1, now=T0)
+    assert events_for(retry, {}, 1) == [("Warning", "PromotionRetrying", "slow down")]
+    assert events_for(retry, first, 2) == []  # same reason again: no new event
+    done = AttemptResult(
+        Outcome(Kind.SUCCEEDED, "Promoted", "ok"),
+        after_success=[{"kind": "Deployment", "name": "a", "result": "NotFound", "message": "m"}],
+    )
+    assert events_for(done, first, 3) == [("Normal", "Promoted", "ok"), ("Warning", "AfterSuccessNotFound", "m")]

@@ -87,3 +87,27 @@ def build_status(old: Mapping[str, Any], *, result: AttemptResult, generation: i
 def is_done(status: Mapping[str, Any], generation: int | None) -> bool:
     """True when this generation already reached a final phase: never call KMS for it again."""
     return status.get("observedGeneration") == generation and status.get("phase") in ("Succeeded", "Failed")
+
+
+EVENT_REASONS = {
+    Kind.SUCCEEDED: "Promoted",
+    Kind.FAILED: "PromotionFailed",
+    Kind.RETRY: "PromotionRetrying",
+    Kind.PENDING: "PromotionPending",
+}
+
+
+def events_for(result: AttemptResult, old: Mapping[str, Any], attempt: int) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Events to post: every final outcome, and a retry or wait only on the
+    first attempt or when its reason changes (not on every retry)."""
+    outcome = result.outcome
+    previous = next((c.get("reason") for c in old.get("conditions") or [] if c.get("type") == "Succeeded"), None)
+    events = []
+    if outcome.terminal or attempt == 1 or previous != outcome.reason:
+        event_type = "Normal" if outcome.kind is Kind.SUCCEEDED else "Warning"
+        events.append((event_type, EVENT_REASONS[outcome.kind], outcome.message[:1000]))
+    for follow_up in result.after_success:
+        ok = follow_up["result"] in ("Restarted", "Refreshed")
+        reason = follow_up["result"] if ok else f"AfterSuccess{follow_up['result']}"
+        events.append(("Normal" if ok else "Warning", reason, follow_up["message"]))
+    return events
