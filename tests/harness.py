@@ -20,6 +20,7 @@ from tests.support import ROOT, SECRET_CANARIES, Process, secretstage_cmd, wait_
 
 GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
 CRD_FILE = ROOT / "crds" / "secretstagepromotions.secretstage.io.yaml"
+CHART = str(ROOT / "helm" / "secretstage-operator")
 
 # STS-style test credentials: unique per run so any leak scan hit is a real leak.
 E2E_KEY_ID = "STS.e2etestkey"
@@ -227,3 +228,14 @@ def install_crd(cluster: Cluster) -> None:
 
 def elapsed(since: float) -> float:
     return time.monotonic() - since
+
+
+def install_chart(cluster: Cluster, prefix: str, namespace: str, *settings: str) -> str:
+    """`helm install` the chart (the CRD is already installed by the tests); returns the release name.
+
+    The operator's ServiceAccount is then ``<release>-secretstage-operator``.
+    """
+    release = prefix + uuid.uuid4().hex[:6]
+    args = [arg for setting in ("crds.enabled=false", *settings) for arg in ("--set", setting)]
+    cluster.helm("install", release, CHART, "-n", namespace, *args)
+    return release

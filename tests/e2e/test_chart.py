@@ -14,10 +14,9 @@ import yaml
 from kubernetes import client as k8s
 
 from tests.cluster import Cluster
-from tests.harness import EmulatorProcess, OperatorProcess, Promotions, spec_for
+from tests.harness import CHART, EmulatorProcess, OperatorProcess, Promotions, install_chart, spec_for
 from tests.support import ROOT
 
-CHART = str(ROOT / "helm" / "secretstage-operator")
 TEST_HOOK = [
     "--set",
     "tests.secretName=app/db",
@@ -169,19 +168,8 @@ def test_namespaced_rbac_is_enough_and_no_more(
     cluster: Cluster, crd: None, namespaces: Any, emulator: EmulatorProcess, tmp_path: Path
 ) -> None:
     release_ns, watched, other = namespaces(), namespaces(), namespaces()
-    release = "rbac" + uuid.uuid4().hex[:6]
-    cluster.helm(
-        "install",
-        release,
-        CHART,
-        "-n",
-        release_ns,
-        "--set",
-        "crds.enabled=false",
-        "--set",
-        f"watch.namespaces={{{watched}}}",
-        "--set",
-        "rbac.aggregateToDefaultRoles=false",
+    release = install_chart(
+        cluster, "rbac", release_ns, f"watch.namespaces={{{watched}}}", "rbac.aggregateToDefaultRoles=false"
     )
     sa = f"{release}-secretstage-operator"
     user = f"system:serviceaccount:{release_ns}:{sa}"
@@ -220,20 +208,7 @@ def test_namespaced_rbac_is_enough_and_no_more(
 
 def test_clusterwide_rbac(cluster: Cluster, crd: None, namespaces: Any) -> None:
     release_ns, anywhere = namespaces(), namespaces()
-    release = "cw" + uuid.uuid4().hex[:6]
-    cluster.helm(
-        "install",
-        release,
-        CHART,
-        "-n",
-        release_ns,
-        "--set",
-        "crds.enabled=false",
-        "--set",
-        "replicaCount=2",
-        "--set",
-        "afterSuccess.restartWorkloads=true",
-    )
+    release = install_chart(cluster, "cw", release_ns, "replicaCount=2", "afterSuccess.restartWorkloads=true")
     user = f"system:serviceaccount:{release_ns}:{release}-secretstage-operator"
     assert can_i(cluster, user, "watch", "secretstagepromotions", "--all-namespaces")
     assert can_i(cluster, user, "patch", "secretstagepromotions/status", "-n", anywhere)

@@ -13,10 +13,9 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.cluster import Cluster
-from tests.harness import EmulatorProcess, OperatorProcess, Promotions, spec_for
-from tests.support import ROOT, wait_for
+from tests.harness import EmulatorProcess, OperatorProcess, Promotions, install_chart, spec_for
+from tests.support import wait_for
 
-CHART = str(ROOT / "helm" / "secretstage-operator")
 LEASE = {"duration": 6, "deadline": 4, "retry": 1}
 
 
@@ -34,20 +33,12 @@ def test_one_active_replica_and_failover(
     release_ns = "t-" + uuid.uuid4().hex[:10]
     core = k8s.CoreV1Api(cluster.api)
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=release_ns)))
-    release = "ha" + uuid.uuid4().hex[:6]
-    cluster.helm(
-        "install",
-        release,
-        CHART,
-        "-n",
+    release = install_chart(
+        cluster,
+        "ha",
         release_ns,
-        "--set",
-        "crds.enabled=false",
-        "--set",
         "replicaCount=2",
-        "--set",
         f"watch.namespaces={{{watched}}}",
-        "--set",
         "rbac.aggregateToDefaultRoles=false",
     )
     name = f"{release}-secretstage-operator"
