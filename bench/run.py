@@ -228,8 +228,6 @@ def main() -> int:
         for ms in (0, 50):
             step(f"latency at KMS latency {ms} ms")
             bench.latency(ms)
-        step("latency with kopf's default batching window (0.1 s), for the before/after")
-        bench.latency(0, env={"SECRETSTAGE_KOPF_BATCH_WINDOW": "0.1"}, label="_kopf_default_window", n=50)
         burst = 100 if args.quick else 500
         step(f"throughput: burst of {burst}")
         ours = bench.throughput(burst, "burst")
@@ -242,9 +240,6 @@ def main() -> int:
                 "throughput_ratio": round(ours["per_s"] / (burst / limit_s), 3),
             }
         )
-        step("throughput with kopf's default batching window (0.1 s), for the before/after")
-        slow = bench.throughput(burst, "burst-kopf-default", env={"SECRETSTAGE_KOPF_BATCH_WINDOW": "0.1"})
-        r["throughput_kopf_default_window_per_s"] = round(slow["per_s"], 2)
         step("start-up")
         r["startup_to_first_promotion_s"] = round(bench.startup(), 2)
         sizes = (100, 300, 1000) if args.quick else (100, 1000, 5000)

@@ -1,7 +1,8 @@
 """After a stage moved: restart workloads and re-sync ExternalSecrets so consumers read the new value.
 
-Best effort by design: a missing target or a denied patch is reported (status + Warning event),
-never turned into a failed promotion: the credential is already live in KMS.
+Best effort by design: a missing target, a denied patch or any other error is reported (status +
+Warning event), never turned into a failed promotion or raised: the credential is already live in
+KMS. At most once per generation: the protocol journals that it started before calling ``run_all``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ async def restart_workload(api: k8s.ApiClient, namespace: str, kind: str, name: 
         await asyncio.to_thread(method, name, namespace, patch)
     except ApiException as exc:
         return _failure(kind, name, namespace, exc)
+    except Exception as exc:  # connection errors and the like: reported, never raised out of the handler
+        return FollowUp(kind, name, "Error", f"patching {kind} {namespace}/{name} failed: {type(exc).__name__}")
     return FollowUp(kind, name, "Restarted", f"{kind} {namespace}/{name} restarted ({RESTARTED_AT}={now})")
 
 
@@ -70,6 +73,10 @@ async def refresh_external_secret(api: k8s.ApiClient, namespace: str, name: str,
         )
     except ApiException as exc:
         return _failure("ExternalSecret", name, namespace, exc)
+    except Exception as exc:
+        return FollowUp(
+            "ExternalSecret", name, "Error", f"patching ExternalSecret {namespace}/{name} failed: {type(exc).__name__}"
+        )
     return FollowUp("ExternalSecret", name, "Refreshed", f"ExternalSecret {namespace}/{name} re-sync requested")
 
 

@@ -108,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="move ACSPrevious to the old version when ACSCurrent moves (default true)",
     )
     emulator.add_argument(
+        "--label-held-elsewhere",
+        choices=["move", "reject"],
+        default="move",
+        help="MoveToVersion without RemoveFromVersion while another version holds the label: move it "
+        "(default, the API page's sample) or reject it (as AWS)",
+    )
+    emulator.add_argument(
+        "--remove-mismatch",
+        choices=["reject", "ignore"],
+        default="reject",
+        help="RemoveFromVersion that does not carry the label: reject (default, as AWS) or ignore it",
+    )
+    emulator.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -183,7 +196,11 @@ def _emulator(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         state_file=args.state,
         region=args.region,
         account=args.account,
-        auto_previous=args.auto_previous == "true",
+        switches={
+            "auto_previous": args.auto_previous == "true",
+            "label_held_elsewhere": args.label_held_elsewhere,
+            "remove_mismatch": args.remove_mismatch,
+        },
         faults=faults,
     )
     try:

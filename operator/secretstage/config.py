@@ -43,8 +43,6 @@ class Settings:
     retry_period: float = 2.0
     #: Concurrent promotions handled at once.
     max_workers: int = 100
-    #: kopf's batching window, seconds: how long kopf waits for more events of one object before handling it.
-    kopf_batch_window: float = 0.01
 
 
 ENV_PREFIX = "SECRETSTAGE_"
@@ -119,7 +117,6 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
         renew_deadline=number("renew_deadline", "RENEW_DEADLINE", float, defaults.renew_deadline, 1),
         retry_period=number("retry_period", "RETRY_PERIOD", float, defaults.retry_period, 0.1),
         max_workers=int(number("max_workers", "MAX_WORKERS", int, defaults.max_workers, 1)),
-        kopf_batch_window=number("kopf_batch_window", "KOPF_BATCH_WINDOW", float, defaults.kopf_batch_window, 0),
     )
     if settings.leader_election and not settings.lease_namespace:
         raise ConfigError(

@@ -10,6 +10,8 @@ import kopf
 from secretstage import reconcile as reconciling
 from secretstage.domain.outcome import Kind
 from secretstage.domain.status import is_done
+from secretstage.kube import StatusWriteFailed
+from secretstage.protocol import AttemptAborted
 
 GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
 registry = kopf.OperatorRegistry()
@@ -38,9 +40,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    # kopf's default 0.1 s window waits for more events of the same object; a promotion is one event.
-    settings.batching.batch_window = memo.runtime.settings.kopf_batch_window
-    settings.batching.worker_limit = memo.runtime.settings.max_workers
+    settings.queueing.worker_limit = memo.runtime.settings.max_workers
 
 
 @kopf.on.login(registry=registry)
@@ -59,11 +59,11 @@ async def promote(
     status: kopf.Status,
     namespace: str | None,
     name: str | None,
-    patch: kopf.Patch,
     memo: Any,
     logger: logging.Logger | logging.LoggerAdapter[Any],
     **_: Any,
 ) -> None:
+    generation = int(meta.get("generation") or 0)
     try:
         attempt = await reconciling.run_attempt(
             memo.runtime,
@@ -71,11 +71,18 @@ async def promote(
             status=status,
             namespace=namespace or "",
             name=name or "",
-            generation=int(meta.get("generation") or 0),
+            generation=generation,
+            resource_version=str(meta.get("resourceVersion") or ""),
         )
-    except reconciling.IntentNotRecorded as exc:
-        raise kopf.TemporaryError(str(exc), delay=5) from None
-    patch.status.update(attempt.status)
+    except StatusWriteFailed as exc:
+        raise kopf.TemporaryError(f"{exc}; nothing more was sent to KMS", delay=5) from None
+    except AttemptAborted as aborted:
+        # kopf handed us an older copy of the object than the API server has: another attempt
+        # journaled this generation meanwhile. Done there: nothing to do; else look again soon.
+        if is_done(aborted.status, generation):
+            logger.debug("a newer status already finished this generation; nothing to do")
+            return
+        raise kopf.TemporaryError("the promotion's status changed under this attempt; looking again", delay=1) from None
     for event_type, reason, message in attempt.events:
         kopf.event(body, type=event_type, reason=reason, message=message)
     result, outcome = attempt.result, attempt.result.outcome

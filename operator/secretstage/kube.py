@@ -11,11 +11,12 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from secretstage.domain.journal import StaleStatus
 from secretstage.kms import Credentials
 
 KEY_ID, KEY_SECRET, KEY_TOKEN = "AccessKeyId", "AccessKeySecret", "SecurityToken"
@@ -92,3 +93,74 @@ async def read_credentials(core: k8s.CoreV1Api, namespace: str, name: str) -> Cr
     except Exception as exc:  # connection errors and the like: transient
         raise CredentialsUnavailable(f"cannot read Secret {namespace}/{name}: {type(exc).__name__}") from None
     return credentials_from_secret(secret)
+
+
+GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
+WRITE_RETRY_DELAYS = (0.5, 1.0, 2.0)  # transient API errors on a status write; a 409 is never retried here
+
+
+class StatusWriteFailed(Exception):
+    """A status write failed for another reason than a conflict, after retries; the message says why."""
+
+
+class PromotionStatus:
+    """``.status`` of one SecretStagePromotion, written with compare-and-set on its resourceVersion.
+
+    A merge patch that carries ``metadata.resourceVersion`` is rejected with 409 when the object has
+    changed since: the journal written by an attempt working from a stale copy never lands.
+    """
+
+    def __init__(
+        self, api: k8s.ApiClient, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
+    ) -> None:
+        self._custom = k8s.CustomObjectsApi(api)
+        self.namespace, self.name = namespace, name
+        self._status: dict[str, Any] = dict(status)
+        self.resource_version = resource_version
+
+    @property
+    def status(self) -> Mapping[str, Any]:
+        return self._status
+
+    async def write(self, status: Mapping[str, Any]) -> None:
+        body = {"metadata": {"resourceVersion": self.resource_version}, "status": dict(status)}
+        for delay in (*WRITE_RETRY_DELAYS, None):
+            try:
+                obj = cast(
+                    dict[str, Any],
+                    await asyncio.to_thread(
+                        self._custom.patch_namespaced_custom_object_status,
+                        GROUP,
+                        VERSION,
+                        self.namespace,
+                        PLURAL,
+                        self.name,
+                        body,
+                    ),
+                )
+                break
+            except ApiException as exc:
+                if exc.status == 409:
+                    raise StaleStatus() from None
+                if exc.status not in (429, 500, 502, 503, 504) or delay is None:
+                    raise StatusWriteFailed(f"writing the status failed: HTTP {exc.status} {exc.reason}") from None
+            except Exception as exc:  # connection errors of urllib3 and the like
+                if delay is None:
+                    raise StatusWriteFailed(f"writing the status failed: {type(exc).__name__}") from None
+            await asyncio.sleep(delay)
+        self._status = dict(obj.get("status") or {})
+        self.resource_version = str(obj["metadata"]["resourceVersion"])
+
+    async def refresh(self) -> Mapping[str, Any]:
+        try:
+            obj = cast(
+                dict[str, Any],
+                await asyncio.to_thread(
+                    self._custom.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, self.name
+                ),
+            )
+        except Exception as exc:
+            raise StatusWriteFailed(f"reading the promotion again failed: {type(exc).__name__}") from None
+        self._status = dict(obj.get("status") or {})
+        self.resource_version = str(obj["metadata"]["resourceVersion"])
+        return self._status

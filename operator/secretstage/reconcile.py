@@ -1,14 +1,13 @@
-"""One reconcile attempt of a SecretStagePromotion, from spec to ``AttemptResult``.
+"""One reconcile attempt of a SecretStagePromotion, from spec to written status.
 
 Resolves what a promotion needs before KMS is called (endpoint and its policy, credentials) and
-hands over to ``promote``. kopf-free, so it can be read and tested without the framework.
+hands over to ``protocol``. kopf-free, so it can be read and tested without the framework.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,19 +15,18 @@ from typing import Any
 import httpx
 from kubernetes import client as k8s
 
-from secretstage import aftersuccess, kube
+from secretstage import aftersuccess, kube, protocol
 from secretstage.config import Settings
 from secretstage.domain import outcome as outcomes
-from secretstage.domain.outcome import AttemptResult, Kind, Outcome
+from secretstage.domain.outcome import AttemptResult
 from secretstage.domain.policy import endpoint_problem
 from secretstage.domain.promotion import InvalidPromotion, PromotionRequest, parse_spec
-from secretstage.domain.status import build_status, events_for
+from secretstage.domain.status import events_for
 from secretstage.kms import (
     ConfigurationError,
     CredentialsError,
     CredentialsProvider,
     KmsClient,
-    KmsError,
     RetryPolicy,
     StaticProvider,
     TokenBucket,
@@ -36,21 +34,6 @@ from secretstage.kms import (
     normalize_endpoint,
 )
 from secretstage.metrics import Metrics
-from secretstage.promote import promote
-
-
-async def write_status(api: k8s.ApiClient, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-    """A status merge patch outside kopf's end-of-handler patch (the intent record before a move)."""
-    custom = k8s.CustomObjectsApi(api)
-    await asyncio.to_thread(
-        custom.patch_namespaced_custom_object_status,
-        "secretstage.io",
-        "v1alpha1",
-        namespace,
-        "secretstagepromotions",
-        name,
-        {"status": dict(status)},
-    )
 
 
 def utcnow() -> str:
@@ -68,6 +51,7 @@ class Runtime:
     metrics: Metrics
     operator_credentials: CredentialsProvider | None = None
     rng: random.Random = field(default_factory=random.Random)
+    locks: protocol.SecretLocks = field(default_factory=protocol.SecretLocks)
 
     @property
     def core(self) -> k8s.CoreV1Api:
@@ -127,18 +111,10 @@ async def _credentials(
     return StaticProvider(creds)
 
 
-Checkpoint = Callable[[AttemptResult], Awaitable[None]]
-
-
-async def reconcile(
-    runtime: Runtime,
-    spec: Mapping[str, Any],
-    namespace: str,
-    status: Mapping[str, Any],
-    generation: int,
-    attempt: int,
-    checkpoint: Checkpoint | None = None,
-) -> AttemptResult:
+async def prepare(
+    runtime: Runtime, spec: Mapping[str, Any], namespace: str, attempt: int
+) -> tuple[PromotionRequest, KmsClient, str] | AttemptResult:
+    """What a promotion needs before KMS is called: a valid spec, an allowed endpoint, credentials."""
     try:
         request = parse_spec(spec)
     except InvalidPromotion as exc:
@@ -163,80 +139,68 @@ async def reconcile(
         observer=runtime.metrics.observe_kms,
         rng=runtime.rng,
     )
-    same_generation = status.get("observedGeneration") == generation
-    recorded = status.get("stagesBefore") if same_generation else None
-    try:
-        result = await promote(
-            request,
-            client,
-            attempt=attempt,
-            recorded_before=recorded,
-            now=utcnow,
-            rng=runtime.rng,
-            checkpoint=checkpoint,
+    return request, client, endpoint
+
+
+def _after_success_runner(runtime: Runtime, request: PromotionRequest, namespace: str) -> protocol.AfterSuccessRunner:
+    async def run() -> list[dict[str, str]]:
+        follow_ups = await aftersuccess.run_all(
+            runtime.api,
+            namespace,
+            request.restart,
+            request.refresh_external_secrets,
+            now=utcnow(),
+            stamp=str(int(datetime.now(UTC).timestamp())),
         )
-    except (CredentialsError, KmsError) as exc:  # raised by a credentials provider before any request
-        code = getattr(exc, "code", "CredentialsError")
-        return AttemptResult(
-            outcome=Outcome(
-                Kind.RETRY,
-                outcomes.condition_reason(code),
-                str(exc),
-                outcomes.ErrorInfo(code, str(exc), retryable=True),
-                outcomes.backoff_delay(attempt, rng=runtime.rng),
-            )
-        )
-    if result.outcome.kind is Kind.SUCCEEDED and not request.dry_run:
-        await _after_success(runtime, request, namespace, result)
-    return result
+        return [f.to_status() for f in follow_ups]
 
-
-async def _after_success(runtime: Runtime, request: PromotionRequest, namespace: str, result: AttemptResult) -> None:
-    if not request.restart and not request.refresh_external_secrets:
-        return
-    follow_ups = await aftersuccess.run_all(
-        runtime.api,
-        namespace,
-        request.restart,
-        request.refresh_external_secrets,
-        now=utcnow(),
-        stamp=str(int(datetime.now(UTC).timestamp())),
-    )
-    result.after_success = [f.to_status() for f in follow_ups]
-
-
-class IntentNotRecorded(Exception):
-    """The status write before a move failed, so nothing was sent; the attempt should be retried soon."""
+    return run
 
 
 @dataclass
 class Attempt:
     result: AttemptResult
-    status: dict[str, Any]  # the new status, as a merge patch
+    status: Mapping[str, Any]  # the status as written
     events: list[tuple[str, str, str]]  # (type, reason, message)
 
 
 async def run_attempt(
-    runtime: Runtime, *, spec: Mapping[str, Any], status: Mapping[str, Any], namespace: str, name: str, generation: int
+    runtime: Runtime,
+    *,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    namespace: str,
+    name: str,
+    generation: int,
+    resource_version: str,
 ) -> Attempt:
-    """One attempt with its bookkeeping: the intent record before a move, the final status, metrics, events."""
+    """One attempt with its bookkeeping: the protocol's journaled status writes, metrics, events.
+
+    Raises ``protocol.AttemptAborted`` when the object's journal changed under the attempt (it was
+    working from a stale copy), and ``kube.StatusWriteFailed`` when the API server cannot be written.
+    """
     number = (int(status.get("attempts") or 0) if status.get("observedGeneration") == generation else 0) + 1
-    written: dict[str, Any] = {}
-
-    async def checkpoint(partial: AttemptResult) -> None:
-        # Durable intent before the first mutating call: a crash mid-call still leaves InProgress
-        # and stagesBefore in status, which the next attempt uses (ACSPrevious fix-up, rollback).
-        intent = build_status(status, result=partial, generation=generation, now=utcnow())
-        try:
-            await write_status(runtime.api, namespace, name, intent)
-        except Exception as exc:
-            raise IntentNotRecorded(f"cannot record the intent before the move: {type(exc).__name__}") from None
-        written.update(intent)
-
+    store = kube.PromotionStatus(runtime.api, namespace, name, status, resource_version)
     with runtime.metrics.in_flight.track_inprogress():
-        result = await reconcile(runtime, spec, namespace, status, generation, number, checkpoint)
-    final = build_status(status, result=result, generation=generation, now=utcnow())
-    if "startTime" in written:
-        final["startTime"] = written["startTime"]
+        prepared = await prepare(runtime, spec, namespace, number)
+        if isinstance(prepared, AttemptResult):
+            result = prepared
+            await protocol.write_status(store, status, result, result.outcome, generation, number, utcnow)
+        else:
+            request, client, endpoint = prepared
+            attempt = protocol.Attempt(
+                request=request,
+                kms=client,
+                store=store,
+                generation=generation,
+                number=number,
+                now=utcnow,
+                after_success=_after_success_runner(runtime, request, namespace),
+                rng=runtime.rng,
+                locks=runtime.locks,
+                key=protocol.secret_key(endpoint, request.secret_name),
+                who=f"{namespace}/{name}",
+            )
+            result = await attempt.run()
     runtime.metrics.promotions.labels(result.outcome.kind.value, result.outcome.reason).inc()
-    return Attempt(result=result, status=final, events=events_for(result, status, number))
+    return Attempt(result=result, status=store.status, events=events_for(result, status, number))

@@ -122,12 +122,6 @@ def add_run_parser(sub: Any) -> None:
         help="how often to renew or try to acquire (default 2; env SECRETSTAGE_RETRY_PERIOD)",
     )
     p.add_argument(
-        "--kopf-batch-window",
-        type=float,
-        metavar="SECONDS",
-        help="how long kopf waits for more events of one object (default 0.01; env SECRETSTAGE_KOPF_BATCH_WINDOW)",
-    )
-    p.add_argument(
         "--max-workers",
         type=int,
         metavar="N",

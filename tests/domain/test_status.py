@@ -49,7 +49,7 @@ def test_failure_always_sets_a_false_condition() -> None:
     assert status["lastError"]["code"] == "PreconditionFailed"
 
 
-def test_retry_keeps_start_time_counts_attempts_and_first_before() -> None:
+def test_retry_keeps_start_time_and_counts_attempts() -> None:
     retry = from_kms_error("Rejected.Throttling", "QPS", "R", True, 1, rng=random.Random(1))
     first = build_status({}, result=AttemptResult(retry, stages_before={"ACSCurrent": "v1"}), generation=1, now=T0)
     assert first["phase"] == "InProgress"
@@ -58,9 +58,23 @@ def test_retry_keeps_start_time_counts_attempts_and_first_before() -> None:
     second = build_status(first, result=ok, generation=1, now=T1)
     assert second["attempts"] == 2
     assert second["startTime"] == T0
-    assert "stagesBefore" not in second  # merge patch keeps the first read's placement
+    assert second["stagesBefore"] == {"ACSCurrent": "v2"}  # the protocol decides what "before" is (journal)
     ready = next(c for c in second["conditions"] if c["type"] == "Ready")
     assert ready["lastTransitionTime"] == T1
+
+
+def test_transition_time_never_goes_back() -> None:
+    """A write built on a status whose transition is later than this clock (another replica's clock,
+    or the intent written a moment earlier) keeps the later time."""
+    intent = build_status(
+        {}, result=AttemptResult(Outcome(Kind.RETRY, "Promoting", "")), generation=1, now=T1, attempt=1
+    )
+    final = build_status(
+        {}, result=AttemptResult(Outcome(Kind.SUCCEEDED, "Promoted", "")), generation=1, now=T0, attempt=1, latest=intent
+    )
+    assert {c["lastTransitionTime"] for c in final["conditions"]} == {T1}
+    assert final["startTime"] == T1  # continued from the intent record, not restarted
+    assert final["attempts"] == 1  # one attempt, however many writes it makes
 
 
 def test_new_generation_resets() -> None:
@@ -124,5 +138,8 @@ def test_events_only_on_change_or_final() -> None:
     done = AttemptResult(
         Outcome(Kind.SUCCEEDED, "Promoted", "ok"),
         after_success=[{"kind": "Deployment", "name": "a", "result": "NotFound", "message": "m"}],
+        after_success_changed=True,
     )
     assert events_for(done, first, 3) == [("Normal", "Promoted", "ok"), ("Warning", "AfterSuccessNotFound", "m")]
+    done.after_success_changed = False  # entries an earlier attempt reported are not posted again
+    assert events_for(done, first, 4) == [("Normal", "Promoted", "ok")]

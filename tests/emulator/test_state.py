@@ -72,3 +72,59 @@ def test_state_file_round_trip(tmp_path: Path) -> None:
     assert copy.load(str(path))
     assert stages(copy) == stages(store)
     assert not list(tmp_path.glob(".emulator-state-*"))
+
+
+@pytest.mark.parametrize(
+    ("held_elsewhere", "auto_previous", "expected"),
+    [
+        ("move", True, {"v1": ["ACSPrevious"], "v2": ["ACSCurrent"]}),
+        ("move", False, {"v1": [], "v2": ["ACSCurrent"]}),
+        ("reject", True, "InvalidParameter"),
+    ],
+)
+def test_documented_sample_moves_current(held_elsewhere: str, auto_previous: bool, expected: object) -> None:
+    """UpdateSecretVersionStage's own sample: VersionStage=ACSCurrent&MoveToVersion=... on its own."""
+    store = store_with("v1", "v2")
+    store.configure(label_held_elsewhere=held_elsewhere, auto_previous=auto_previous)
+    try:
+        store.update_secret_version_stage("s", "ACSCurrent", "v2", None, NOW)
+    except KmsFault as fault:
+        assert fault.code == expected
+        assert stages(store) == {"v1": ["ACSCurrent"], "v2": []}  # a refusal changes nothing
+        return
+    assert stages(store) == expected
+
+
+@pytest.mark.parametrize("held_elsewhere", ["move", "reject"])
+def test_stale_remove_from_version(held_elsewhere: str) -> None:
+    """ACSCurrent is on v3, the caller still thinks v1: only remove_mismatch=ignore + move lets it through."""
+    for mismatch, outcome in (("reject", "InvalidParameter"), ("ignore", None)):
+        store = store_with("v1", "v2", "v3")
+        store.update_secret_version_stage("s", "ACSCurrent", "v3", "v1", NOW)
+        store.configure(label_held_elsewhere=held_elsewhere, remove_mismatch=mismatch)
+        try:
+            store.update_secret_version_stage("s", "ACSCurrent", "v2", "v1", NOW)
+        except KmsFault as fault:
+            assert (fault.code, stages(store)["v3"]) == ("InvalidParameter", ["ACSCurrent"])
+            assert outcome == "InvalidParameter" or held_elsewhere == "reject"
+            continue
+        assert (mismatch, held_elsewhere) == ("ignore", "move")
+        # the label left its real holder, and ACSPrevious follows the version that actually lost it
+        assert stages(store) == {"v1": [], "v2": ["ACSCurrent"], "v3": ["ACSPrevious"]}
+
+
+def test_remove_mismatch_ignore_on_a_pure_removal_is_a_no_op() -> None:
+    store = store_with("v1", "v2")
+    store.update_secret_version_stage("s", "Canary", "v2", None, NOW)
+    store.configure(remove_mismatch="ignore")
+    store.update_secret_version_stage("s", "Canary", None, "v1", NOW)
+    assert stages(store)["v2"] == ["Canary"]
+
+
+def test_switches_reject_unknown_names_and_values() -> None:
+    store = Store()
+    with pytest.raises(ValueError, match="label_held_elsewhere must be one of"):
+        store.configure(label_held_elsewhere="maybe")
+    with pytest.raises(ValueError, match="unknown setting"):
+        store.configure(strict=True)
+    assert store.switches() == {"auto_previous": True, "label_held_elsewhere": "move", "remove_mismatch": "reject"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 
@@ -79,7 +80,6 @@ async def test_secret_by_arn(client: KmsClient, seeded: str) -> None:
         pytest.param(None, "ACSCurrent", "v9", "v1", "Forbidden.ResourceNotFound", id="unknown-version"),
         pytest.param(None, "ACSCurrent", None, "v1", "InvalidParameter", id="remove-acscurrent"),
         pytest.param(None, "ACSPrevious", None, "v1", "InvalidParameter", id="remove-acsprevious"),
-        pytest.param(None, "ACSCurrent", "v2", None, "InvalidParameter", id="add-current-held-elsewhere"),
         pytest.param(None, "ACSCurrent", "v1", "v2", "InvalidParameter", id="remove-from-wrong-version"),
     ],
 )
@@ -220,7 +220,34 @@ async def test_dropped_connection_is_transport_error(
     with pytest.raises(KmsTransportError) as err:
         await client.describe_secret(seeded)
     assert err.value.retryable
-    assert err.value.code == "SDK.ServerUnreachable"
+    assert err.value.code == "SDK.ConnectionLost"
+    assert err.value.maybe_applied  # the request was sent: the client cannot know what KMS did
+
+
+async def test_connection_refused_is_known_not_sent() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connections are refused
+        client = KmsClient(
+            endpoint=f"http://127.0.0.1:{port}",
+            credentials=StaticProvider(Credentials("LTAIx", "s")),
+            retry=RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02),
+        )
+        async with client:
+            with pytest.raises(KmsTransportError) as err:
+                await client.update_secret_version_stage("s", "ACSCurrent", move_to_version="v2")
+    assert (err.value.code, err.value.maybe_applied) == ("SDK.ServerUnreachable", False)
+    assert client.attempts == 2  # provably not sent, so even the move is retried
+
+
+async def test_documented_sample_moves_the_label(client: KmsClient, seeded: str, kms: RunningEmulator) -> None:
+    """The API page's sample, VersionStage=ACSCurrent&MoveToVersion=... alone, moves ACSCurrent."""
+    await client.update_secret_version_stage(seeded, "ACSCurrent", move_to_version="v2")
+    assert kms.placement(seeded) == {"v1": ["ACSPrevious"], "v2": ["ACSPending", "ACSCurrent"]}
+    kms.emulator.store.configure(label_held_elsewhere="reject")
+    with pytest.raises(KmsApiError) as err:
+        await client.update_secret_version_stage(seeded, "ACSCurrent", move_to_version="v1")
+    assert err.value.code == "InvalidParameter"
 
 
 async def test_read_timeout_is_retried(
@@ -238,17 +265,45 @@ async def test_read_timeout_is_retried(
     assert client.attempts - before == 2
 
 
-async def test_applied_but_answer_lost_then_retry_meets_moved_label(
+async def test_move_is_not_resent_after_an_answer_that_may_hide_it(
     client_factory: Callable[..., KmsClient], seeded: str, kms: RunningEmulator
 ) -> None:
-    """At-least-once: the first attempt is applied, its answer lost; the blind retry is rejected."""
-    client = client_factory(retry=RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02))
+    """Applied, answer lost: the client hands the doubt back instead of sending the move again."""
+    client = client_factory(retry=RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.02))
     kms.emulator.faults = {"UpdateSecretVersionStage": Faults(drop_after=1.0)}
-    with pytest.raises(KmsApiError) as err:
+    with pytest.raises(KmsTransportError) as err:
         await client.update_secret_version_stage(seeded, "ACSCurrent", move_to_version="v2", remove_from_version="v1")
     kms.emulator.faults = {}
-    assert err.value.code == "InvalidParameter"
+    assert err.value.maybe_applied
+    assert kms.emulator.calls["UpdateSecretVersionStage"] == 1  # sent once, never repeated
+    assert kms.emulator.applied["UpdateSecretVersionStage"] == 1
     assert (await client.list_secret_version_ids(seeded)).holder("ACSCurrent") == "v2"
+
+
+async def test_move_is_not_resent_after_a_5xx(
+    client_factory: Callable[..., KmsClient], seeded: str, kms: RunningEmulator
+) -> None:
+    client = client_factory(retry=RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.02))
+    kms.emulator.faults = {"UpdateSecretVersionStage": Faults(unavailable=1.0)}
+    with pytest.raises(KmsApiError) as err:
+        await client.update_secret_version_stage(seeded, "ACSCurrent", move_to_version="v2", remove_from_version="v1")
+    assert (err.value.code, err.value.retryable, err.value.maybe_applied) == ("ServiceUnavailableTemporary", True, True)
+    assert client.attempts == 1
+    kms.emulator.faults = {"DescribeSecret": Faults(unavailable=1.0)}
+    with pytest.raises(KmsApiError):
+        await client.describe_secret(seeded)
+    assert client.attempts == 1 + 4  # a read is retried as before
+
+
+async def test_throttled_move_is_retried(
+    client_factory: Callable[..., KmsClient], seeded: str, kms: RunningEmulator
+) -> None:
+    """Throttling is the gateway refusing the request: certainly not applied, so it is sent again."""
+    client = client_factory(retry=RetryPolicy(max_attempts=4, base_delay=0.01, max_delay=0.02))
+    kms.emulator.faults = {"UpdateSecretVersionStage": Faults(throttle_first=2)}
+    await client.update_secret_version_stage(seeded, "ACSCurrent", move_to_version="v2", remove_from_version="v1")
+    assert kms.emulator.applied["UpdateSecretVersionStage"] == 1
+    assert client.attempts == 3
 
 
 async def test_rate_limiter_bounds_request_rate(

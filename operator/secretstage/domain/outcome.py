@@ -7,6 +7,8 @@ import random
 import re
 from dataclasses import dataclass, field
 
+from secretstage.domain.journal import MoveRecord
+
 
 class Kind(enum.Enum):
     SUCCEEDED = "Succeeded"  # done for this generation
@@ -60,11 +62,13 @@ class AttemptResult:
     outcome: Outcome
     stages_before: dict[str, str] | None = None
     stages_after: dict[str, str] | None = None
-    request_id: str | None = None  # the UpdateSecretVersionStage RequestId (or the read's, when nothing moved)
+    request_id: str | None = None  # the RequestId of this generation's UpdateSecretVersionStage, if known
     request_ids: list[str] = field(default_factory=list)
+    move: MoveRecord | None = None  # the journal's move record
     history: list[HistoryEntry] = field(default_factory=list)
     plan: str | None = None
     after_success: list[dict[str, str]] = field(default_factory=list)
+    after_success_changed: bool = False  # this attempt ran afterSuccess (or found it interrupted): post Events
 
 
 _REASON_BAD = re.compile(r"[^A-Za-z0-9_,:]")

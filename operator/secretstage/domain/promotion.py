@@ -59,6 +59,7 @@ class PromotionRequest:
     dry_run: bool = False
     restart: tuple[tuple[str, str], ...] = ()  # (kind, name) of workloads to restart after success
     refresh_external_secrets: tuple[str, ...] = ()
+    after_success_when: str = "Moved"  # Moved: only when this generation moved the stage; Always: also when in place
 
     @property
     def secret_region(self) -> str | None:
@@ -169,6 +170,10 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
     if move_to and move_to == remove_from:
         problems.append(Problem("spec.removeFromVersion", "must differ from spec.moveToVersion"))
     restart, refresh = _after_success(spec.get("afterSuccess"), problems)
+    after_success = spec.get("afterSuccess")
+    when = after_success.get("when", "Moved") if isinstance(after_success, Mapping) else "Moved"
+    if when not in AFTER_SUCCESS_WHEN:
+        problems.append(Problem("spec.afterSuccess.when", f"must be one of {', '.join(AFTER_SUCCESS_WHEN)}"))
     for key in ("verify", "dryRun"):
         if key in spec and not isinstance(spec[key], bool):
             problems.append(Problem(f"spec.{key}", "must be true or false"))
@@ -191,10 +196,12 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
         dry_run=spec.get("dryRun", False) is True,
         restart=restart,
         refresh_external_secrets=refresh,
+        after_success_when=str(when),
     )
 
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+AFTER_SUCCESS_WHEN = ("Moved", "Always")
 
 
 def _after_success(value: Any, problems: list[Problem]) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:

@@ -23,13 +23,17 @@ def _condition(
 ) -> dict[str, Any]:
     previous = next((c for c in old if c.get("type") == type_), None)
     changed = previous is None or previous.get("status") != status
+    earlier = str(previous.get("lastTransitionTime") or "") if previous else ""
+    # RFC 3339 UTC timestamps of one format compare as strings; never let a transition time go back
+    # (another replica's clock, or a write built from an older copy of the status).
+    transition = max(now, earlier) if changed else (earlier or now)
     return {
         "type": type_,
         "status": status,
         "reason": reason,
         "message": message[:MESSAGE_LIMIT],
         "observedGeneration": generation,
-        "lastTransitionTime": now if changed else previous.get("lastTransitionTime", now),  # type: ignore[union-attr]
+        "lastTransitionTime": transition,
     }
 
 
@@ -45,42 +49,48 @@ def conditions_for(
     return [_condition(t, s, reason, message, generation, now, old) for t, s in values.items()]
 
 
-def build_status(old: Mapping[str, Any], *, result: AttemptResult, generation: int, now: str) -> dict[str, Any]:
-    """The whole new status (a merge patch: ``None`` removes a field)."""
+def build_status(
+    old: Mapping[str, Any],
+    *,
+    result: AttemptResult,
+    generation: int,
+    now: str,
+    attempt: int | None = None,
+    latest: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The whole new status (a merge patch: ``None`` removes a field).
+
+    ``old`` is the status the attempt started from (history and the attempt count build on it);
+    ``latest`` the status as last written by this attempt (intent), so conditions and startTime
+    continue from there. ``attempt`` is this attempt's number within the generation.
+    """
+    latest = old if latest is None else latest
     same_generation = old.get("observedGeneration") == generation
     outcome = result.outcome
-    attempts = (int(old.get("attempts") or 0) if same_generation else 0) + 1
+    if attempt is None:
+        attempt = (int(old.get("attempts") or 0) if same_generation else 0) + 1
     history = [*(old.get("history") or []), *(h.to_status() for h in result.history)][-HISTORY_LIMIT:]
+    started = latest.get("startTime") if latest.get("observedGeneration") == generation else None
     status: dict[str, Any] = {
         "phase": PHASES[outcome.kind],
         "observedGeneration": generation,
-        "attempts": attempts,
-        "startTime": old.get("startTime") if same_generation and old.get("startTime") else now,
+        "attempts": attempt,
+        "startTime": started or now,
         "completionTime": now if outcome.terminal else None,
         "lastError": outcome.error.to_status() if outcome.error else None,
         "history": history,
         "conditions": conditions_for(
-            outcome.kind, outcome.reason, outcome.message, generation, now, old.get("conditions") or []
+            outcome.kind, outcome.reason, outcome.message, generation, now, latest.get("conditions") or []
         ),
+        # Only the UpdateSecretVersionStage RequestId (the ActionTrail join key), never a read's.
+        "requestId": result.request_id,
+        "requestIds": result.request_ids[-REQUEST_IDS_LIMIT:] or None,
+        "move": result.move.to_status() if result.move else None,
+        "stagesBefore": result.stages_before,
+        "stagesAfter": result.stages_after,
+        "plan": result.plan,
+        "afterSuccess": result.after_success or None,
     }
-    if result.request_id is not None:
-        status["requestId"] = result.request_id
-    elif not same_generation:
-        status["requestId"] = None
-    if result.request_ids:
-        status["requestIds"] = result.request_ids[-REQUEST_IDS_LIMIT:]
-    # The first read of a generation is the true "before" (a retry may read after a lost-answer move).
-    if result.stages_before is not None and not (same_generation and old.get("stagesBefore")):
-        status["stagesBefore"] = result.stages_before
-    if result.stages_after is not None:
-        status["stagesAfter"] = result.stages_after
-    if result.plan is not None:
-        status["plan"] = result.plan
-    if result.after_success:
-        status["afterSuccess"] = result.after_success
-    if not same_generation:
-        for key in ("requestIds", "stagesBefore", "stagesAfter", "plan", "afterSuccess"):
-            status.setdefault(key, None)
     return status
 
 
@@ -104,9 +114,9 @@ def events_for(result: AttemptResult, old: Mapping[str, Any], attempt: int) -> l
     previous = next((c.get("reason") for c in old.get("conditions") or [] if c.get("type") == "Succeeded"), None)
     events = []
     if outcome.terminal or attempt == 1 or previous != outcome.reason:
-        event_type = "Normal" if outcome.kind is Kind.SUCCEEDED else "Warning"
+        event_type = "Normal" if outcome.kind is Kind.SUCCEEDED and outcome.error is None else "Warning"
         events.append((event_type, EVENT_REASONS[outcome.kind], outcome.message[:1000]))
-    for follow_up in result.after_success:
+    for follow_up in result.after_success if result.after_success_changed else ():
         ok = follow_up["result"] in ("Restarted", "Refreshed")
         reason = follow_up["result"] if ok else f"AfterSuccess{follow_up['result']}"
         events.append(("Normal" if ok else "Warning", reason, follow_up["message"]))

@@ -482,7 +482,7 @@ class Emulator:
         return {s.name: {v.version_id: list(v.stages) for v in s.versions} for s in self.store.secrets.values()}
 
     async def admin_state(self, request: web.Request) -> web.Response:
-        return web.json_response({"auto_previous": self.store.auto_previous, "secrets": self.placement()})
+        return web.json_response({**self.store.switches(), "secrets": self.placement()})
 
     async def admin_get_faults(self, request: web.Request) -> web.Response:
         return web.json_response({k: asdict(v) for k, v in self.faults.items()})
@@ -514,10 +514,14 @@ class Emulator:
         return web.json_response({})
 
     async def admin_put_config(self, request: web.Request) -> web.Response:
-        data = await request.json()
-        if "auto_previous" in data:
-            self.store.auto_previous = bool(data["auto_previous"])
-        return web.json_response({"auto_previous": self.store.auto_previous})
+        try:
+            data = await request.json()
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object of settings")
+            self.store.configure(**data)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.store.switches())
 
 
 def _positive_int(value: str | None, default: int, name: str) -> int:

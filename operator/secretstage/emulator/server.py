@@ -42,10 +42,11 @@ def build(
     state_file: str | None = None,
     region: str = "cn-hangzhou",
     account: str = "1234567890123456",
-    auto_previous: bool = True,
+    switches: dict[str, object] | None = None,
     faults: dict[str, Faults] | None = None,
 ) -> Emulator:
-    store = Store(region=region, account=account, auto_previous=auto_previous)
+    store = Store(region=region, account=account)
+    store.configure(**(switches or {}))
     if state_file and store.load(state_file):
         log.info("loaded %d secret(s) from %s", len(store.secrets), state_file)
     emulator = Emulator(store, config=EmulatorConfig(state_file=state_file))
@@ -61,11 +62,6 @@ async def run_forever(emulator: Emulator, host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with serve(emulator, host, port) as url:
         print(f"listening on {url}", flush=True)
-        log.info(
-            "KMS emulator ready at %s (region %s, auto ACSPrevious %s)",
-            url,
-            emulator.store.region,
-            emulator.store.auto_previous,
-        )
+        log.info("KMS emulator ready at %s (region %s, %s)", url, emulator.store.region, emulator.store.switches())
         await stop.wait()
     print("emulator stopped", file=sys.stderr, flush=True)

@@ -1,7 +1,8 @@
 """Secrets, versions and stage labels, with KMS's rules. Pure: no HTTP, no clock reads of its own.
 
 Where kms-api.md marks a behaviour as unconfirmed ([U]/[I]), the choice made here is named
-"inferred" in a comment, and picks the stricter reading so the operator is tested against it.
+"inferred" in a comment; where the operator's correctness depends on it, it is a switch
+(``Store.SWITCHES``) and the operator is tested in every setting.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 ACS_CURRENT = "ACSCurrent"
 ACS_PREVIOUS = "ACSPrevious"
@@ -75,13 +76,50 @@ class Secret:
 class Store:
     """All secrets of one emulated account in one region."""
 
-    def __init__(self, *, region: str = "cn-hangzhou", account: str = "1234567890123456", auto_previous: bool = True):
+    def __init__(
+        self,
+        *,
+        region: str = "cn-hangzhou",
+        account: str = "1234567890123456",
+        auto_previous: bool = True,
+        label_held_elsewhere: str = "move",
+        remove_mismatch: str = "reject",
+    ):
         self.region = region
         self.account = account
-        # Inferred (kms-api.md §1.3): whether KMS moves ACSPrevious by itself when ACSCurrent moves
-        # with UpdateSecretVersionStage is unconfirmed; default True like PutSecretValue and AWS.
         self.auto_previous = auto_previous
+        self.label_held_elsewhere = label_held_elsewhere
+        self.remove_mismatch = remove_mismatch
         self.secrets: dict[str, Secret] = {}
+
+    # Where Alibaba's docs are silent, each plausible behaviour is a switch (docs/emulator.md):
+    #   auto_previous         whether moving ACSCurrent with UpdateSecretVersionStage also moves
+    #                         ACSPrevious to the version it left (documented only for PutSecretValue;
+    #                         AWS does it). Default True.
+    #   label_held_elsewhere  MoveToVersion alone while another version holds the label: "move" it
+    #                         (the API page's own sample, VersionStage=ACSCurrent&MoveToVersion=...,
+    #                         does exactly this; the default) or "reject" it as AWS does.
+    #   remove_mismatch       RemoveFromVersion names a version that does not carry the label:
+    #                         "reject" (as AWS and moto; the default) or "ignore" the parameter.
+    SWITCHES: ClassVar[dict[str, tuple[object, ...]]] = {
+        "auto_previous": (True, False),
+        "label_held_elsewhere": ("move", "reject"),
+        "remove_mismatch": ("reject", "ignore"),
+    }
+
+    def switches(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.SWITCHES}
+
+    def configure(self, **values: object) -> None:
+        """Set switches; a bad name or value raises ValueError naming the choices."""
+        for name, value in values.items():
+            if name not in self.SWITCHES:
+                raise ValueError(f"unknown setting {name!r}; known: {', '.join(sorted(self.SWITCHES))}")
+            if value not in self.SWITCHES[name]:
+                choices = ", ".join(json.dumps(c) for c in self.SWITCHES[name])
+                raise ValueError(f"{name} must be one of {choices}, not {json.dumps(value)}")
+        for name, value in values.items():
+            setattr(self, name, value)
 
     # --- lookup ---
 
@@ -169,28 +207,28 @@ class Store:
         source = secret.version(remove_from) if remove_from else None
         holder = secret.holder(stage)
         if source is not None and stage not in source.stages:
-            # Inferred: like AWS/moto, a RemoveFromVersion that does not carry the label is rejected.
-            raise invalid(f"VersionStage {stage!r} is not attached to version {remove_from!r}")
+            if self.remove_mismatch == "reject":
+                raise invalid(f"VersionStage {stage!r} is not attached to version {remove_from!r}")
+            source = None  # "ignore": the parameter names no version that carries the label
+            if target is None:
+                secret.update_time = now
+                return secret
         if target is not None and holder is not None and holder is not target and holder is not source:
-            # Inferred: like AWS, attaching a label held by another version needs RemoveFromVersion.
-            raise invalid(
-                f"VersionStage {stage!r} is attached to version {holder.version_id!r}; "
-                "specify it as RemoveFromVersion to move the label"
-            )
+            if self.label_held_elsewhere == "reject":
+                raise invalid(
+                    f"VersionStage {stage!r} is attached to version {holder.version_id!r}; "
+                    "specify it as RemoveFromVersion to move the label"
+                )
+            source = holder  # "move": one label, one version; it leaves its holder
         if target is not None and stage not in secret.stage_names() and len(secret.stage_names()) >= MAX_STAGES:
             raise KmsFault("Rejected.LimitExceeded", 400, f"A secret can have at most {MAX_STAGES} version stages")
-        if source is not None:
+        displaced = source if source is not None and source is not target else None
+        if source is not None and source is not target:
             source.stages.remove(stage)
         if target is not None and stage not in target.stages:
             target.stages.append(stage)
-        moved_current_from = source if stage == ACS_CURRENT else None
-        if (
-            moved_current_from is not None
-            and target is not None
-            and moved_current_from is not target
-            and self.auto_previous
-        ):
-            self._attach(secret, ACS_PREVIOUS, moved_current_from)
+        if stage == ACS_CURRENT and displaced is not None and target is not None and self.auto_previous:
+            self._attach(secret, ACS_PREVIOUS, displaced)
         secret.update_time = now
         return secret
 

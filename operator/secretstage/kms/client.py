@@ -39,6 +39,11 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=15.0, write=15.0, pool=30.0)
 # stay well under it so a burst of promotions never meets a throttling storm.
 DEFAULT_RATE_LIMIT = 10.0
 LIST_PAGE_SIZE = 50
+# Calls whose repetition is not harmless: a second "move the label from v1 to v2" sent after another
+# change moved it on can undo that change on a KMS that does not check RemoveFromVersion. They are
+# retried here only after an error that proves the first request was not applied; any other error
+# goes back to the caller (the promotion protocol re-reads and re-plans with its precondition).
+NOT_BLINDLY_REPEATABLE = frozenset({"UpdateSecretVersionStage"})
 
 
 class CallObserver(Protocol):
@@ -51,7 +56,8 @@ class KmsClient:
     """Signed calls to one KMS endpoint with one credentials provider.
 
     One ``httpx.AsyncClient`` is shared by all calls (pass ``http`` to share it across clients);
-    retryable errors are retried with full-jitter backoff; every attempt waits for the rate limiter.
+    retryable errors are retried with full-jitter backoff (mutating calls only when the error proves
+    the request was not applied, see ``NOT_BLINDLY_REPEATABLE``); every attempt waits for the rate limiter.
     """
 
     def __init__(
@@ -236,6 +242,8 @@ class KmsClient:
             except KmsError as exc:
                 if not exc.retryable or attempt >= self.retry.max_attempts:
                     raise
+                if action in NOT_BLINDLY_REPEATABLE and exc.maybe_applied:
+                    raise
                 delay = self.retry.delay(attempt, self._rng)
                 log.warning(
                     "KMS %s attempt %d/%d failed (%s, RequestId %s); retrying in %.2fs",
@@ -272,13 +280,19 @@ class KmsClient:
         try:
             try:
                 response = await self._http.send(request, auth=auth)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # No connection, so no request: certainly not applied.
+                code = "SDK.ServerUnreachable" if isinstance(exc, httpx.ConnectError) else "SDK.Timeout"
+                raise KmsTransportError(
+                    code=code, message=f"{type(exc).__name__} calling {self.endpoint}", action=action, sent=False
+                ) from None
             except httpx.TimeoutException as exc:
                 code = "SDK.ReadTimeout" if isinstance(exc, httpx.ReadTimeout) else "SDK.Timeout"
                 raise KmsTransportError(
                     code=code, message=f"{type(exc).__name__} calling {self.endpoint}", action=action
                 ) from None
             except httpx.TransportError as exc:
-                code = "SDK.ServerUnreachable"
+                code = "SDK.ConnectionLost"
                 raise KmsTransportError(
                     code=code, message=f"{type(exc).__name__} calling {self.endpoint}", action=action
                 ) from None

@@ -31,6 +31,11 @@ RETRYABLE_CODES = frozenset(
     }
 )
 RETRYABLE_HTTP_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Codes by which the gateway refuses a request before it reaches the service: such a request was
+# certainly not applied, so even a mutating call may be sent again.
+REFUSED_CODES = frozenset(
+    {"Throttling", "Throttling.User", "Throttling.Api", "Throttling.Tenant", "Rejected.Throttling"}
+)
 
 # Gateway messages for SignatureDoesNotMatch end with the server's string to sign, which echoes
 # every signed parameter (SecurityToken included). Cut it before the message goes anywhere.
@@ -42,6 +47,18 @@ def is_retryable(code: str, http_status: int) -> bool:
     if code in RETRYABLE_CODES or code.startswith("Throttling"):
         return True
     return http_status in RETRYABLE_HTTP_STATUSES and not code.startswith(("Forbidden", "Invalid"))
+
+
+def may_have_been_applied(code: str, http_status: int) -> bool:
+    """Whether a request answered with this error body may still have changed something.
+
+    A 4xx business error or a throttling refusal is KMS saying "not done". A 5xx (InternalFailure,
+    ServiceUnavailable) may come from a gateway that timed out waiting for a backend that went on
+    to apply the change: nothing in the docs says otherwise, so it counts as unknown.
+    """
+    if code in REFUSED_CODES or code.startswith("Throttling"):
+        return False
+    return http_status >= 500 or http_status == 0
 
 
 def sanitize_message(message: str) -> str:
@@ -58,6 +75,7 @@ class KmsError(Exception):
     host_id: str
     http_status: int
     retryable: bool
+    maybe_applied: bool  # True: the request may have reached KMS and been applied (the answer is lost)
     action: str
 
     def __init__(
@@ -70,6 +88,7 @@ class KmsError(Exception):
         host_id: str = "",
         http_status: int = 0,
         retryable: bool | None = None,
+        maybe_applied: bool | None = None,
     ) -> None:
         self.code = code
         self.message = sanitize_message(message)
@@ -78,6 +97,7 @@ class KmsError(Exception):
         self.host_id = host_id
         self.http_status = http_status
         self.retryable = is_retryable(code, http_status) if retryable is None else retryable
+        self.maybe_applied = may_have_been_applied(code, http_status) if maybe_applied is None else maybe_applied
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -96,10 +116,15 @@ class KmsApiError(KmsError):
 
 
 class KmsTransportError(KmsError):
-    """The request got no usable answer (timeout, connection error, unparsable body). Always retryable."""
+    """The request got no usable answer (timeout, connection error, unparsable body). Always retryable.
 
-    def __init__(self, *, code: str, message: str, action: str = "") -> None:
-        super().__init__(code=code, message=message, action=action, retryable=True)
+    ``sent=False`` only when the request provably never left: the connection could not be opened
+    (refused, connect timeout, pool timeout). Anything later (read timeout, reset, a body we cannot
+    parse) may have been applied by KMS.
+    """
+
+    def __init__(self, *, code: str, message: str, action: str = "", sent: bool = True) -> None:
+        super().__init__(code=code, message=message, action=action, retryable=True, maybe_applied=sent)
 
 
 class CredentialsError(Exception):
