@@ -339,16 +339,30 @@ class Attempt:
     async def _previous(self, move: MoveRecord, placement: dict[str, str]) -> tuple[dict[str, str], Outcome | None]:
         """When ACSCurrent left version ``displaced``, ACSPrevious belongs on it; KMS may or may not do that.
 
-        Returns the placement after, and an outcome when the fix-up could not be made: a retry (the
-        next attempt resumes here from the journal) or, for a permanent refusal, a success that says so.
+        Returns the placement after, and an outcome when something needs saying: the fix-up must be
+        retried (the next attempt resumes here from the journal), KMS refused it for good (a success
+        that says so), or KMS's own ACSPrevious move shows the move displaced another version than
+        the one read (a race this KMS did not refuse).
         """
         displaced = move.remove_from_version
-        fix = planning.previous_fixup(self.request, displaced, placement)
+        before = self.result.stages_before or {}
+        elsewhere = planning.displaced_elsewhere(self.request, displaced, before, placement)
+        if elsewhere is not None:
+            return placement, Outcome(
+                Kind.SUCCEEDED,
+                "PromotedOverConcurrentChange",
+                f"{move.describe()} done (RequestId {move.request_id or 'unknown'}), but KMS put ACSPrevious on "
+                f"{elsewhere}: ACSCurrent was on {elsewhere}, not {displaced}, when the move landed. Another change "
+                "came between the read and the move, and this KMS does not refuse a stale RemoveFromVersion, so "
+                "compare-and-set could not hold; check that overriding it was right",
+                ErrorInfo("ConcurrentChange", f"ACSCurrent was taken from {elsewhere}, not {displaced}"),
+            )
+        fix = planning.previous_fixup(self.request, displaced, before, placement)
         if fix is None:
             return placement, None
-        if move.answer is Answer.RECEIVED and self._journaled_answer() is not Answer.RECEIVED:
-            # the fix-up is irreversible: the move's RequestId goes to the journal first
-            await self._write(Outcome(Kind.RETRY, "SettingPrevious", f"{fix.describe()}: calling KMS"))
+        # The fix-up is irreversible: journal the move's RequestId first, and let the compare-and-set
+        # prove this attempt is not working from a stale copy (whose "displaced" may be out of date).
+        await self._write(Outcome(Kind.RETRY, "SettingPrevious", f"{fix.describe()}: calling KMS"))
         try:
             await self._update(fix)
         except KmsError as exc:
@@ -385,10 +399,6 @@ class Attempt:
         result.after_success_changed = True
 
     # --- building blocks -------------------------------------------------------------------------
-
-    def _journaled_answer(self) -> Answer | None:
-        move = Journal.of(self.store.status, self.generation).move
-        return move.answer if move else None
 
     async def _read(self) -> VersionList:
         try:

@@ -69,15 +69,25 @@ def test_plan_rejections(request_: PromotionRequest, placement: dict[str, str], 
     ("after", "expected"),
     [
         pytest.param({"ACSCurrent": "v2", "ACSPrevious": "v1"}, None, id="kms-moved-it"),
-        pytest.param({"ACSCurrent": "v2"}, planning.StageCall("ACSPrevious", "v1", None), id="nowhere"),
+        pytest.param({"ACSCurrent": "v2"}, None, id="kms-removed-it"),
         pytest.param(
-            {"ACSCurrent": "v2", "ACSPrevious": "v3"}, planning.StageCall("ACSPrevious", "v1", "v3"), id="elsewhere"
+            {"ACSCurrent": "v2", "ACSPrevious": "v3"}, planning.StageCall("ACSPrevious", "v1", "v3"), id="left-alone"
         ),
         pytest.param({"ACSCurrent": "v1"}, None, id="current-did-not-move"),
     ],
 )
 def test_previous_fixup(after: dict[str, str], expected: planning.StageCall | None) -> None:
-    assert planning.previous_fixup(req(), "v1", after) == expected
+    assert planning.previous_fixup(req(), "v1", {"ACSCurrent": "v1", "ACSPrevious": "v3"}, after) == expected
+
+
+def test_previous_fixup_trusts_kms_when_it_moved_previous_itself() -> None:
+    """A race: ACSCurrent was on v3 (not v1 as read) when the move landed, and KMS put ACSPrevious
+    on v3. That is the truth; the operator neither overrides it nor pretends nothing happened."""
+    before = {"ACSCurrent": "v1", "ACSPrevious": "v0"}
+    after = {"ACSCurrent": "v2", "ACSPrevious": "v3"}
+    assert planning.previous_fixup(req(), "v1", before, after) is None
+    assert planning.displaced_elsewhere(req(), "v1", before, after) == "v3"
+    assert planning.displaced_elsewhere(req(), "v1", before, {"ACSCurrent": "v2", "ACSPrevious": "v1"}) is None
 
 
 def test_verify() -> None:

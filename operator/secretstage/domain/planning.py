@@ -85,17 +85,41 @@ def plan(request: PromotionRequest, placement: Mapping[str, str], versions: Set[
 
 
 def previous_fixup(
-    request: PromotionRequest, old_holder: str | None, placement_after: Mapping[str, str]
+    request: PromotionRequest,
+    displaced: str | None,
+    placement_before: Mapping[str, str],
+    placement_after: Mapping[str, str],
 ) -> StageCall | None:
-    """After ACSCurrent moved off ``old_holder``, ACSPrevious must be on it; KMS may or may not do that itself."""
-    if request.version_stage != ACS_CURRENT or not old_holder or old_holder == request.move_to_version:
+    """After ACSCurrent moved off ``displaced``, ACSPrevious belongs on it; KMS may or may not do that.
+
+    Only when KMS left ACSPrevious where it was: if KMS moved it itself, it put it on the version
+    the move really took ACSCurrent from, which is the truth (see ``displaced_elsewhere``).
+    """
+    if request.version_stage != ACS_CURRENT or not displaced or displaced == request.move_to_version:
         return None
     if placement_after.get(ACS_CURRENT) != request.move_to_version:
         return None
     holder = placement_after.get(ACS_PREVIOUS)
-    if holder == old_holder:
+    if holder == displaced or holder != placement_before.get(ACS_PREVIOUS):
         return None
-    return StageCall(ACS_PREVIOUS, old_holder, holder)
+    return StageCall(ACS_PREVIOUS, displaced, holder)
+
+
+def displaced_elsewhere(
+    request: PromotionRequest,
+    displaced: str | None,
+    placement_before: Mapping[str, str],
+    placement_after: Mapping[str, str],
+) -> str | None:
+    """The version a move of ACSCurrent really took the label from, when KMS's own ACSPrevious move
+    shows it was not ``displaced`` (the version read before): another change landed between the read
+    and the move, on a KMS that did not refuse the stale RemoveFromVersion."""
+    if request.version_stage != ACS_CURRENT or not displaced:
+        return None
+    holder = placement_after.get(ACS_PREVIOUS)
+    if placement_after.get(ACS_CURRENT) != request.move_to_version or holder == placement_before.get(ACS_PREVIOUS):
+        return None
+    return holder if holder not in (displaced, request.move_to_version) else None
 
 
 def verify(request: PromotionRequest, placement_after: Mapping[str, str]) -> str | None:
