@@ -69,9 +69,8 @@ def test_transition_time_never_goes_back() -> None:
     intent = build_status(
         {}, result=AttemptResult(Outcome(Kind.RETRY, "Promoting", "")), generation=1, now=T1, attempt=1
     )
-    final = build_status(
-        {}, result=AttemptResult(Outcome(Kind.SUCCEEDED, "Promoted", "")), generation=1, now=T0, attempt=1, latest=intent
-    )
+    promoted = AttemptResult(Outcome(Kind.SUCCEEDED, "Promoted", ""))
+    final = build_status({}, result=promoted, generation=1, now=T0, attempt=1, latest=intent)
     assert {c["lastTransitionTime"] for c in final["conditions"]} == {T1}
     assert final["startTime"] == T1  # continued from the intent record, not restarted
     assert final["attempts"] == 1  # one attempt, however many writes it makes

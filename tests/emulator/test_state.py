@@ -79,38 +79,43 @@ def test_state_file_round_trip(tmp_path: Path) -> None:
     [
         ("move", True, {"v1": ["ACSPrevious"], "v2": ["ACSCurrent"]}),
         ("move", False, {"v1": [], "v2": ["ACSCurrent"]}),
-        ("reject", True, "InvalidParameter"),
     ],
 )
 def test_documented_sample_moves_current(held_elsewhere: str, auto_previous: bool, expected: object) -> None:
     """UpdateSecretVersionStage's own sample: VersionStage=ACSCurrent&MoveToVersion=... on its own."""
     store = store_with("v1", "v2")
     store.configure(label_held_elsewhere=held_elsewhere, auto_previous=auto_previous)
-    try:
-        store.update_secret_version_stage("s", "ACSCurrent", "v2", None, NOW)
-    except KmsFault as fault:
-        assert fault.code == expected
-        assert stages(store) == {"v1": ["ACSCurrent"], "v2": []}  # a refusal changes nothing
-        return
+    store.update_secret_version_stage("s", "ACSCurrent", "v2", None, NOW)
     assert stages(store) == expected
 
 
-@pytest.mark.parametrize("held_elsewhere", ["move", "reject"])
-def test_stale_remove_from_version(held_elsewhere: str) -> None:
+def test_label_held_elsewhere_reject_switch() -> None:
+    store = store_with("v1", "v2")
+    store.configure(label_held_elsewhere="reject")
+    with pytest.raises(KmsFault, match="specify it as RemoveFromVersion") as err:
+        store.update_secret_version_stage("s", "ACSCurrent", "v2", None, NOW)
+    assert err.value.code == "InvalidParameter"
+    assert stages(store) == {"v1": ["ACSCurrent"], "v2": []}  # a refusal changes nothing
+
+
+@pytest.mark.parametrize(
+    ("held_elsewhere", "mismatch", "applied"),
+    [("move", "reject", False), ("reject", "reject", False), ("reject", "ignore", False), ("move", "ignore", True)],
+)
+def test_stale_remove_from_version(held_elsewhere: str, mismatch: str, applied: bool) -> None:
     """ACSCurrent is on v3, the caller still thinks v1: only remove_mismatch=ignore + move lets it through."""
-    for mismatch, outcome in (("reject", "InvalidParameter"), ("ignore", None)):
-        store = store_with("v1", "v2", "v3")
-        store.update_secret_version_stage("s", "ACSCurrent", "v3", "v1", NOW)
-        store.configure(label_held_elsewhere=held_elsewhere, remove_mismatch=mismatch)
-        try:
+    store = store_with("v1", "v2", "v3")
+    store.update_secret_version_stage("s", "ACSCurrent", "v3", "v1", NOW)
+    store.configure(label_held_elsewhere=held_elsewhere, remove_mismatch=mismatch)
+    if not applied:
+        with pytest.raises(KmsFault) as err:
             store.update_secret_version_stage("s", "ACSCurrent", "v2", "v1", NOW)
-        except KmsFault as fault:
-            assert (fault.code, stages(store)["v3"]) == ("InvalidParameter", ["ACSCurrent"])
-            assert outcome == "InvalidParameter" or held_elsewhere == "reject"
-            continue
-        assert (mismatch, held_elsewhere) == ("ignore", "move")
-        # the label left its real holder, and ACSPrevious follows the version that actually lost it
-        assert stages(store) == {"v1": [], "v2": ["ACSCurrent"], "v3": ["ACSPrevious"]}
+        assert err.value.code == "InvalidParameter"
+        assert stages(store)["v3"] == ["ACSCurrent"]
+        return
+    store.update_secret_version_stage("s", "ACSCurrent", "v2", "v1", NOW)
+    # the label left its real holder, and ACSPrevious follows the version that actually lost it
+    assert stages(store) == {"v1": [], "v2": ["ACSCurrent"], "v3": ["ACSPrevious"]}
 
 
 def test_remove_mismatch_ignore_on_a_pure_removal_is_a_no_op() -> None:
