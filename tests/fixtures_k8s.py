@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import Cluster
-from tests.harness import SECRETS, EmulatorProcess, OperatorProcess, Promotions, install_crd
+from tests.harness import EMULATOR_MODES, SECRETS, EmulatorProcess, OperatorProcess, Promotions, install_crd
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +21,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("e2e")
 
 
-@pytest.fixture(scope="module")
-def emulator(workdir: Path) -> Iterator[EmulatorProcess]:
-    emu = EmulatorProcess(workdir)
+@pytest.fixture(scope="module", params=sorted(EMULATOR_MODES))
+def emulator(workdir: Path, request: pytest.FixtureRequest) -> Iterator[EmulatorProcess]:
+    """The emulator, once in its documented-default mode and once in the strictest (EMULATOR_MODES)."""
+    emu = EmulatorProcess(workdir, switches=EMULATOR_MODES[request.param])
     yield emu
     emu.stop()
     leaked = [s for s in SECRETS if s in emu.process.log_text()]

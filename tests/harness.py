@@ -37,10 +37,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The KMS behaviours the docs leave open (docs/emulator.md): the operator's end-to-end, crash and
+# reliability tests run against the emulator's documented defaults and against the strictest setting.
+EMULATOR_MODES: dict[str, dict[str, Any]] = {
+    "kms-documented": {"auto_previous": True, "label_held_elsewhere": "move", "remove_mismatch": "reject"},
+    "kms-strictest": {"auto_previous": False, "label_held_elsewhere": "reject", "remove_mismatch": "reject"},
+}
+
+
+def _switch_flags(switches: dict[str, Any]) -> list[str]:
+    flags = []
+    for name, value in switches.items():
+        flags += ["--" + name.replace("_", "-"), str(value).lower() if isinstance(value, bool) else str(value)]
+    return flags
+
+
 class EmulatorProcess:
-    def __init__(self, workdir: Path, *extra: str) -> None:
+    def __init__(self, workdir: Path, *extra: str, switches: dict[str, Any] | None = None) -> None:
+        self.switches = dict(switches or EMULATOR_MODES["kms-documented"])
         self.process = Process(
-            secretstage_cmd("emulator", "--port", "0", "--access-key-id", E2E_KEY_ID, *extra),
+            secretstage_cmd(
+                "emulator", "--port", "0", "--access-key-id", E2E_KEY_ID, *_switch_flags(self.switches), *extra
+            ),
             workdir / f"emulator-{uuid.uuid4().hex[:6]}.log",
             env={
                 "SECRETSTAGE_EMULATOR_ACCESS_KEY_SECRET": E2E_KEY_SECRET,
@@ -69,6 +87,10 @@ class EmulatorProcess:
 
     def set_auto_previous(self, value: bool) -> None:
         self.http.put("/_emulator/config", json={"auto_previous": value}).raise_for_status()
+
+    def reset_switches(self) -> None:
+        """Back to the mode this emulator was started in."""
+        self.http.put("/_emulator/config", json=self.switches).raise_for_status()
 
     def seed(self, name: str, *versions: str, pending: str | None = None) -> str:
         """Create ``name`` with versions; the first is ACSCurrent, the others carry no stage (or ``pending``)."""

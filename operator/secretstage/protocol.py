@@ -167,6 +167,7 @@ class Attempt:
         self.result.move = self.journal.move
         self.result.after_success = list(self.journal.after_success)
         self.result.request_id = self.journal.move.request_id if self.journal.move else None
+        self.unconfirmed: MoveRecord | None = None  # a sent move a read found not applied (yet)
 
     # --- the steps -------------------------------------------------------------------------------
 
@@ -230,7 +231,8 @@ class Attempt:
                 return
             if state is MoveState.MOVED:
                 moved = True
-            else:  # not applied: forget it and plan afresh, precondition and all
+            else:  # not applied (yet): plan afresh, precondition and all, but remember it: it may still land
+                self.unconfirmed = result.move
                 result.move = None
                 result.request_id = None
         if not moved:
@@ -306,8 +308,14 @@ class Attempt:
         hid the answer, if any."""
         result = self.result
         result.stages_before = placement
+        earlier = self.unconfirmed
         result.move = MoveRecord(
-            call.version_stage, call.move_to_version, call.remove_from_version, Answer.PENDING, self.now()
+            call.version_stage,
+            call.move_to_version,
+            call.remove_from_version,
+            Answer.PENDING,
+            self.now(),
+            earlier_unanswered=(earlier.earlier_unanswered or earlier.sent_time) if earlier else None,
         )
         await self._write(Outcome(Kind.RETRY, "Promoting", f"{call.describe()}: calling KMS"))
         try:
@@ -316,7 +324,9 @@ class Attempt:
             if exc.maybe_applied:
                 result.move = result.move.lost()
                 return (await self._read()).placement(), exc  # did it land? classify() decides
-            result.move = None  # refused: certainly not applied
+            # Refused: this request was certainly not applied. An earlier one of this generation
+            # whose answer was lost may still land (or just did): keep its record in the journal.
+            result.move = self.unconfirmed
             if exc.retryable:
                 raise
             # A refusal can mean a concurrent change made the move stale (KMS checking RemoveFromVersion
@@ -438,6 +448,15 @@ class Attempt:
 
     def _promoted(self, move: MoveRecord) -> Outcome:
         if move.answer is Answer.RECEIVED and move.request_id:
+            if move.earlier_unanswered:
+                # On a KMS that accepts a move that is already in place, an earlier request of this
+                # generation that arrived late may be the one that moved the stage.
+                return Outcome(
+                    Kind.SUCCEEDED,
+                    "Promoted",
+                    f"{move.describe()} (RequestId {move.request_id}); an earlier request of this promotion, "
+                    f"sent at {move.earlier_unanswered}, got no answer and may be the one that moved it",
+                )
             return Outcome(Kind.SUCCEEDED, "Promoted", f"{move.describe()} (RequestId {move.request_id})")
         return Outcome(
             Kind.SUCCEEDED,

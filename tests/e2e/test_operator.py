@@ -25,7 +25,7 @@ def test_move_acscurrent_same_end_state_in_both_kms_behaviours(
         promotions.create(ns, "rotate", spec_for(emulator, secret, moveToVersion="v2"))
         obj = promotions.wait_phase(ns, "rotate", "Succeeded", "Failed")
     finally:
-        emulator.set_auto_previous(True)
+        emulator.reset_switches()
     status = obj["status"]
     assert status["phase"] == "Succeeded", status
     assert emulator.placement(secret) in ({"v1": ["ACSPrevious"], "v2": ["ACSPending", "ACSCurrent"]},)
@@ -159,7 +159,8 @@ def test_dry_run_changes_nothing(
     obj = promotions.wait_phase(ns, "p", "Succeeded")
     assert obj["status"]["plan"] == "move ACSCurrent from v1 to v2"
     assert condition(obj, "Succeeded")["reason"] == "DryRun"
-    assert obj["status"]["requestId"]
+    assert "requestId" not in obj["status"]  # nothing moved: the read's RequestId is in requestIds only
+    assert obj["status"]["requestIds"]
     assert emulator.applied() == before
     assert emulator.holder(secret, "ACSCurrent") == "v1"
 

@@ -59,7 +59,7 @@ def test_sigkill_mid_call(
         objs = wait_all_terminal(promotions, [ns], COUNT, timeout=180)
     finally:
         emulator.set_faults({})
-        emulator.set_auto_previous(True)
+        emulator.reset_switches()
         op.stop()
     assert [o["status"]["phase"] for o in objs] == ["Succeeded"] * COUNT
     state = emulator.http.get("/_emulator/state").json()["secrets"]
@@ -75,20 +75,23 @@ def test_sigkill_mid_call(
 def test_applied_but_answer_lost(
     cluster: Cluster, crd: None, emulator: EmulatorProcess, promotions: Promotions, ns: str, tmp_path: Path
 ) -> None:
-    """KMS applies the move, the answer is lost, the quick retry meets a label that already moved."""
+    """KMS applies the move, the answer is lost: the operator does not send it again; a read confirms it."""
     name = unique("lost")
     seed_many(emulator.url, [name])
     op = OperatorProcess(tmp_path, cluster.kubeconfig, emulator.url, "--namespace", ns, name="lost-op")
     try:
         emulator.set_faults({"UpdateSecretVersionStage": {"drop_after": 1.0}})
-        before = emulator.applied()
+        calls_before, applied_before = emulator.calls()["calls"].get("UpdateSecretVersionStage", 0), emulator.applied()
         promotions.create(ns, "p", spec_for(emulator, name, moveToVersion="v2"))
         obj = promotions.wait_phase(ns, "p", "Succeeded", "Failed", timeout=60)
     finally:
         emulator.set_faults({})
         op.stop()
-    assert obj["status"]["phase"] == "Succeeded", obj["status"]
-    assert emulator.applied() - before == 1  # applied once; the repeat was rejected by KMS, not applied twice
-    outcomes = [h["outcome"] for h in obj["status"]["history"]]
-    assert "InvalidParameter" in outcomes  # the repeated move, rejected: the label had already moved
+    status = obj["status"]
+    assert (status["phase"], condition(obj, "Succeeded")["reason"]) == ("Succeeded", "PromotedAnswerLost"), status
+    assert emulator.calls()["calls"]["UpdateSecretVersionStage"] - calls_before == 1  # sent once, never again
+    assert emulator.applied() - applied_before == 1
+    assert [h["outcome"] for h in status["history"] if h["action"].startswith("Update")] == ["SDK.ConnectionLost"]
+    assert "requestId" not in status  # unknown, and the message says so; never a read's RequestId
+    assert status["move"]["answer"] == "Lost"
     assert emulator.holder(name, "ACSCurrent") == "v2"

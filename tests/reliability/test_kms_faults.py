@@ -59,7 +59,7 @@ def test_promotions_survive_kms_faults(
         objs = wait_all_terminal(promotions, [ns], COUNT, timeout=600)
     finally:
         emulator.set_faults({})
-        emulator.set_auto_previous(True)
+        emulator.reset_switches()
         op.stop()
     failed = [
         (o["metadata"]["name"], o["status"].get("lastError")) for o in objs if o["status"]["phase"] != "Succeeded"

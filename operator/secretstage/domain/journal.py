@@ -33,6 +33,10 @@ class MoveRecord:
     answer: Answer
     sent_time: str
     request_id: str | None = None
+    # When an earlier request of this generation for the same move got no answer and a read found it
+    # not applied (yet): it may still land, and on a KMS that answers success for a move already in
+    # place, it may be the one that moved the stage.
+    earlier_unanswered: str | None = None
 
     def received(self, request_id: str) -> MoveRecord:
         return replace(self, answer=Answer.RECEIVED, request_id=request_id)
@@ -55,6 +59,7 @@ class MoveRecord:
             "answer": self.answer.value,
             "sentTime": self.sent_time,
             "requestId": self.request_id,
+            "earlierUnansweredTime": self.earlier_unanswered,
         }
 
     @classmethod
@@ -72,6 +77,7 @@ class MoveRecord:
             answer=answer,
             sent_time=str(raw.get("sentTime") or ""),
             request_id=raw.get("requestId") or None,
+            earlier_unanswered=raw.get("earlierUnansweredTime") or None,
         )
 
 

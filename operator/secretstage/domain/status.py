@@ -91,7 +91,19 @@ def build_status(
         "plan": result.plan,
         "afterSuccess": result.after_success or None,
     }
+    # A JSON merge patch merges objects key by key: a stage gone from stagesAfter, or a move field
+    # gone from the journal, must be sent as null or the old value stays.
+    for key in ("stagesBefore", "stagesAfter", "move"):
+        status[key] = _replacing(status[key], latest.get(key))
     return status
+
+
+def _replacing(new: Mapping[str, Any] | None, old: Any) -> dict[str, Any] | None:
+    if new is None:
+        return None
+    if not isinstance(old, Mapping):
+        return dict(new)
+    return {**{k: None for k in old if k not in new}, **new}
 
 
 def is_done(status: Mapping[str, Any], generation: int | None) -> bool:
