@@ -8,6 +8,7 @@ import re
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,17 @@ class EmulatorProcess:
 
     def applied(self, action: str = "UpdateSecretVersionStage") -> int:
         return int(self.calls()["applied"].get(action, 0))
+
+    def moves(self, secret: str | None = None, stage: str = "ACSCurrent") -> int:
+        """Successful UpdateSecretVersionStage calls for ``stage`` (ACSPrevious fix-ups not counted)."""
+        return sum(
+            1
+            for h in self.calls()["history"]
+            if h["action"] == "UpdateSecretVersionStage"
+            and h.get("VersionStage") == stage
+            and h.get("code") == "Success"
+            and (secret is None or h.get("SecretName") == secret)
+        )
 
     def placement(self, secret: str) -> dict[str, list[str]]:
         return dict(self.http.get("/_emulator/state").json()["secrets"][secret])
@@ -220,6 +232,17 @@ class Promotions:
     def events(self, namespace: str, name: str | None = None) -> list[k8s.CoreV1Event]:
         items = self.core.list_namespaced_event(namespace).items
         return [e for e in items if name is None or e.involved_object.name == name]
+
+    def wait_events(
+        self, namespace: str, name: str, predicate: Callable[[list[k8s.CoreV1Event]], bool], timeout: float = 30
+    ) -> list[k8s.CoreV1Event]:
+        """Events are posted after the status is written (kopf posts them in the background): poll."""
+        return wait_for(
+            lambda: self.events(namespace, name),
+            predicate,
+            timeout=timeout,
+            what=f"events of {namespace}/{name}",
+        )
 
     def all_text(self, namespace: str) -> str:
         """Every status and event in a namespace, as text (for leak scans)."""

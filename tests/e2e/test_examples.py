@@ -114,8 +114,8 @@ def test_argocd_example_as_posted_hook_with_after_success(
     assert results == {("Deployment", "payments-api"): "Restarted", ("StatefulSet", "absent"): "NotFound"}
     template = apps.read_namespaced_deployment("payments-api", ns).spec.template
     assert "kubectl.kubernetes.io/restartedAt" in template.metadata.annotations
-    events = {(e.type, e.reason) for e in promotions.events(ns, name)}
-    assert {("Normal", "Promoted"), ("Normal", "Restarted"), ("Warning", "AfterSuccessNotFound")} <= events
+    wanted = {("Normal", "Promoted"), ("Normal", "Restarted"), ("Warning", "AfterSuccessNotFound")}
+    promotions.wait_events(ns, name, lambda events: wanted <= {(e.type, e.reason) for e in events})
 
 
 def test_external_secret_refresh(

@@ -39,8 +39,9 @@ def test_move_acscurrent_same_end_state_in_both_kms_behaviours(
     for type_ in ("Ready", "Succeeded"):
         c = condition(obj, type_)
         assert (c["status"], c["reason"], c["observedGeneration"]) == ("True", "Promoted", 1)
-    events = promotions.events(ns, "rotate")
-    assert any(e.reason == "Promoted" and status["requestId"] in e.message for e in events)
+    promotions.wait_events(
+        ns, "rotate", lambda events: any(e.reason == "Promoted" and status["requestId"] in e.message for e in events)
+    )
 
 
 @pytest.mark.parametrize(
@@ -102,14 +103,15 @@ def test_permanent_kms_error_fails_with_code_and_request_id(
     cond = condition(obj, "Succeeded")
     assert (cond["status"], cond["reason"]) == ("False", "Forbidden_ResourceNotFound")
     assert condition(obj, "Stalled")["status"] == "True"
-    assert any(e.reason == "PromotionFailed" and e.type == "Warning" for e in promotions.events(ns, "p"))
+    promotions.wait_events(
+        ns, "p", lambda events: any(e.reason == "PromotionFailed" and e.type == "Warning" for e in events)
+    )
 
 
 def test_transient_faults_are_retried_and_visible(
     operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
 ) -> None:
     secret = emulator.seed(unique(), "v1", "v2")
-    before = emulator.applied()
     emulator.set_faults({"UpdateSecretVersionStage": {"throttle_first": 4}})
     try:
         promotions.create(ns, "p", spec_for(emulator, secret, moveToVersion="v2"))
@@ -120,7 +122,7 @@ def test_transient_faults_are_retried_and_visible(
     assert status["attempts"] >= 2
     assert "Rejected.Throttling" in [h["outcome"] for h in status["history"]]
     assert "lastError" not in status  # cleared by the success (merge patch with null)
-    assert emulator.applied() - before == 1
+    assert emulator.moves(secret) == 1
 
 
 def test_missing_credentials_secret_waits_then_proceeds(
@@ -229,12 +231,14 @@ def test_metrics_move(operator: OperatorProcess, emulator: EmulatorProcess, prom
 
     assert delta("secretstage_promotions_total", outcome="Succeeded", reason="Promoted") == 1
     assert delta("secretstage_promotions_total", outcome="Failed", reason="Forbidden_ResourceNotFound") == 1
-    assert delta("secretstage_kms_requests_total", action="UpdateSecretVersionStage", code="Success") == 1
-    assert delta("secretstage_kms_requests_total", action="ListSecretVersionIds", code="Success") == 2
+    # A KMS that leaves ACSPrevious alone costs one more update (the fix-up) and one more read.
+    fixup = 0 if emulator.switches["auto_previous"] else 1
+    assert delta("secretstage_kms_requests_total", action="UpdateSecretVersionStage", code="Success") == 1 + fixup
+    assert delta("secretstage_kms_requests_total", action="ListSecretVersionIds", code="Success") == 2 + fixup
     assert (
         delta("secretstage_kms_requests_total", action="ListSecretVersionIds", code="Forbidden.ResourceNotFound") == 1
     )
-    assert delta("secretstage_kms_request_duration_seconds_count", action="UpdateSecretVersionStage") == 1
+    assert delta("secretstage_kms_request_duration_seconds_count", action="UpdateSecretVersionStage") == 1 + fixup
     assert metric(after, "secretstage_promotions_in_flight") == 0
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import kopf
 import pytest
-from kopf._core.engines.posting import event_queue_var
+from kopf._core.engines.posting import event_queue_loop_var, event_queue_var, settings_var
 from kubernetes import client as k8s
 
 from secretstage import aftersuccess, handlers
@@ -87,7 +87,12 @@ def objects(cluster: Cluster, tenant: str, kms: RunningEmulator) -> Objects:
 async def handle(runtime: Runtime, body: dict[str, Any]) -> list[tuple[str, str, str]]:
     """Call the handler as kopf does; returns the Events it posted as (type, reason, message)."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
-    token = event_queue_var.set(queue)  # kopf sets this for every handler it runs
+    # what kopf's posting engine sets up for every handler it runs
+    tokens = [
+        (event_queue_var, event_queue_var.set(queue)),
+        (event_queue_loop_var, event_queue_loop_var.set(asyncio.get_running_loop())),
+        (settings_var, settings_var.set(kopf.OperatorSettings())),
+    ]
     try:
         await handlers.promote(
             body=body,
@@ -100,7 +105,8 @@ async def handle(runtime: Runtime, body: dict[str, Any]) -> list[tuple[str, str,
             logger=LOG,
         )
     finally:
-        event_queue_var.reset(token)
+        for var, token in reversed(tokens):
+            var.reset(token)  # type: ignore[attr-defined]
         posted = [queue.get_nowait() for _ in range(queue.qsize())]
     return [(e.type, e.reason, e.message) for e in posted]
 

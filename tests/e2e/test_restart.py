@@ -26,14 +26,15 @@ def test_restart_does_not_call_kms_again(
             promotions.create(ns, f"p{i}", spec_for(emulator, secret, moveToVersion="v2"))
         for i in range(3):
             promotions.wait_phase(ns, f"p{i}", "Succeeded")
-        applied = emulator.applied()
+        moves = emulator.moves()
         lists = emulator.calls()["calls"].get("ListSecretVersionIds", 0)
         op.restart()
         # a new object after the restart proves the restarted operator is handling events
         promotions.create(ns, "after", spec_for(emulator, emulator.seed(unique(), "v1", "v2"), moveToVersion="v2"))
         promotions.wait_phase(ns, "after", "Succeeded")
-        assert emulator.applied() == applied + 1
-        assert emulator.calls()["calls"].get("ListSecretVersionIds", 0) == lists + 2
+        assert emulator.moves() == moves + 1  # the new one only: nothing done is sent again
+        fixup = 0 if emulator.switches["auto_previous"] else 1  # a read after the ACSPrevious fix-up
+        assert emulator.calls()["calls"].get("ListSecretVersionIds", 0) == lists + 2 + fixup
         assert "Promoted" in op.log_text()
     finally:
         op.stop()

@@ -16,8 +16,7 @@ from tests.protocol.explorer import FAULTS_BY_KIND, MODES, SCENARIOS, Scenario, 
 EXPLORED: Counter[str] = Counter()
 ALL_FAULTS = sorted({f for faults in FAULTS_BY_KIND.values() for f in faults})
 PAIR_FAULTS = ("crash", "crash-after", "lost-after", "throttle", "foreign", "late", "later")
-# The documented default, both modes where KMS applies a stale RemoveFromVersion, and the strictest.
-PAIR_MODES = [MODES[0], MODES[1], MODES[5], MODES[6]]
+PAIR_MODES = MODES
 
 
 async def explore(scenario: Scenario, mode: Mapping[str, object], depth: int, faults: tuple[str, ...]) -> int:

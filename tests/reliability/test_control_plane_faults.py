@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ def test_apiserver_restart_and_etcd_freeze(
 ) -> None:
     own, env = plane
     promotions = Promotions(own)
-    ns = "faults"
+    ns = "faults-" + uuid.uuid4().hex[:6]
     own.kubectl("create", "namespace", ns)
     promotions.credentials_secret(ns)
     names = [unique("cpfault") for _ in range(40)]

@@ -81,7 +81,7 @@ def test_applied_but_answer_lost(
     op = OperatorProcess(tmp_path, cluster.kubeconfig, emulator.url, "--namespace", ns, name="lost-op")
     try:
         emulator.set_faults({"UpdateSecretVersionStage": {"drop_after": 1.0}})
-        calls_before, applied_before = emulator.calls()["calls"].get("UpdateSecretVersionStage", 0), emulator.applied()
+        calls_before = emulator.calls()["calls"].get("UpdateSecretVersionStage", 0)
         promotions.create(ns, "p", spec_for(emulator, name, moveToVersion="v2"))
         obj = promotions.wait_phase(ns, "p", "Succeeded", "Failed", timeout=60)
     finally:
@@ -89,8 +89,9 @@ def test_applied_but_answer_lost(
         op.stop()
     status = obj["status"]
     assert (status["phase"], condition(obj, "Succeeded")["reason"]) == ("Succeeded", "PromotedAnswerLost"), status
-    assert emulator.calls()["calls"]["UpdateSecretVersionStage"] - calls_before == 1  # sent once, never again
-    assert emulator.applied() - applied_before == 1
+    fixup = 0 if emulator.switches["auto_previous"] else 1  # the ACSPrevious fix-up, a separate call
+    assert emulator.calls()["calls"]["UpdateSecretVersionStage"] - calls_before == 1 + fixup  # never sent twice
+    assert emulator.moves(name) == 1
     assert [h["outcome"] for h in status["history"] if h["action"].startswith("Update")] == ["SDK.ConnectionLost"]
     assert "requestId" not in status  # unknown, and the message says so; never a read's RequestId
     assert status["move"]["answer"] == "Lost"
