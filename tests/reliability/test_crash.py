@@ -92,7 +92,10 @@ def test_applied_but_answer_lost(
     fixup = 0 if emulator.switches["auto_previous"] else 1  # the ACSPrevious fix-up, a separate call
     assert emulator.calls()["calls"]["UpdateSecretVersionStage"] - calls_before == 1 + fixup  # never sent twice
     assert emulator.moves(name) == 1
-    assert [h["outcome"] for h in status["history"] if h["action"].startswith("Update")] == ["SDK.ConnectionLost"]
+    moves = [
+        h["outcome"] for h in status["history"] if h["action"].startswith("UpdateSecretVersionStage move ACSCurrent")
+    ]
+    assert moves == ["SDK.ConnectionLost"]
     assert "requestId" not in status  # unknown, and the message says so; never a read's RequestId
     assert status["move"]["answer"] == "Lost"
     assert emulator.holder(name, "ACSCurrent") == "v2"
