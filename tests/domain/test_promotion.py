@@ -61,3 +61,17 @@ def test_huge_values_are_truncated_in_messages() -> None:
     with pytest.raises(InvalidPromotion) as err:
         parse_spec({**BASE, "moveToVersion": "x" * 100_000})
     assert len(str(err.value)) < 500
+
+
+def test_after_success_when() -> None:
+    base = {
+        "secretName": "s",
+        "versionStage": "ACSCurrent",
+        "moveToVersion": "v2",
+        "credentials": {"secretRef": {"name": "k"}},
+    }
+    assert parse_spec(base).after_success_when == "Moved"
+    always = parse_spec({**base, "afterSuccess": {"when": "Always", "restart": [{"kind": "Deployment", "name": "a"}]}})
+    assert always.after_success_when == "Always"
+    with pytest.raises(InvalidPromotion, match=r"spec.afterSuccess.when: must be one of Moved, Always"):
+        parse_spec({**base, "afterSuccess": {"when": "Sometimes"}})

@@ -6,6 +6,7 @@ status store with Kubernetes' compare-and-set and merge-patch semantics) is in e
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from secretstage.domain.promotion import ACS_CURRENT
@@ -102,3 +103,18 @@ async def test_documented_sample_scenario_1_on_a_custom_label() -> None:
         assert reason(status) == "Promoted"
         _, status = await run(CUSTOM_REMOVE, mode, {})
         assert reason(status) == "Promoted"
+
+
+async def test_after_success_when_always_runs_once_even_in_place() -> None:
+    """afterSuccess.when: Always rolls consumers although the stage was already in place (KMS's own
+    rotation moved it), still at most once."""
+    always = Scenario(
+        "in-place-always",
+        replace(IN_PLACE.request, after_success_when="Always"),
+        IN_PLACE.initial,
+        IN_PLACE.foreign_target,
+    )
+    world = await run_schedule(always, DEFAULT, {})
+    status = world.objects["P"].status
+    assert (reason(status), world.after_success_runs["P"]) == ("AlreadyInPlace", 1)
+    assert [e["result"] for e in status["afterSuccess"]] == ["Restarted"]
