@@ -8,8 +8,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
-from secretstage.kms import Credentials, CredentialsError, KmsClient, RrsaProvider, default_provider
+from secretstage.emulator.app import Faults
+from secretstage.kms import (
+    Credentials,
+    CredentialsError,
+    KmsApiError,
+    KmsClient,
+    KmsTransportError,
+    RrsaProvider,
+    default_provider,
+)
 from secretstage.kms.credentials import EnvironmentProvider, sts_endpoint_from_env
 from tests.conftest import RunningEmulator
 
@@ -116,3 +126,45 @@ async def test_rrsa_errors_are_clear(kms: RunningEmulator, tmp_path: Path) -> No
     provider = RrsaProvider.from_env(rrsa_env(tmp_path / "bad", kms.url))
     with pytest.raises(Exception, match=r"InvalidParameter\.OIDCToken"):
         await provider.get()
+
+
+async def test_rrsa_failure_is_shared_by_concurrent_callers(kms: RunningEmulator, tmp_path: Path) -> None:
+    """STS down: ten callers get one error from one exchange, not ten exchanges in a row."""
+    token = tmp_path / "token"
+    token.write_text(JWT)
+    provider = RrsaProvider.from_env(rrsa_env(token, kms.url), failure_hold=60)
+    kms.emulator.faults = {"AssumeRoleWithOIDC": Faults(unavailable=1.0)}
+    results = await asyncio.gather(*(provider.get() for _ in range(10)), return_exceptions=True)
+    assert all(isinstance(r, KmsApiError) and r.code == "ServiceUnavailableTemporary" for r in results), results
+    assert provider.attempts == 1
+    with pytest.raises(KmsApiError):  # within the hold: the same answer, no new request
+        await provider.get()
+    assert provider.attempts == 1
+    kms.emulator.faults = {}
+    provider.failure_hold = 0  # after the hold: tried again, and works
+    provider._failure_until = 0
+    assert (await provider.get()).access_key_id.startswith("STS.")
+    assert provider.attempts == 2
+
+
+async def test_rrsa_malformed_answer_is_a_clear_retryable_error(tmp_path: Path) -> None:
+    async def sts(request: web.Request) -> web.Response:
+        return web.json_response({"RequestId": "R1", "Credentials": {"AccessKeyId": "STS.x", "AccessKeySecret": "s"}})
+
+    app = web.Application()
+    app.router.add_post("/", sts)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    token = tmp_path / "token"
+    token.write_text(JWT)
+    try:
+        provider = RrsaProvider.from_env(rrsa_env(token, f"http://127.0.0.1:{port}"))
+        with pytest.raises(KmsTransportError) as err:
+            await provider.get()
+    finally:
+        await runner.cleanup()
+    assert (err.value.code, err.value.retryable) == ("SDK.InvalidResponse", True)
+    assert "AccessKeyId, AccessKeySecret and SecurityToken" in err.value.message

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import httpx
 
 from secretstage import redaction
-from secretstage.kms.errors import CredentialsError, KmsApiError, KmsTransportError
+from secretstage.kms.errors import CredentialsError, KmsApiError, KmsError, KmsTransportError
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,9 @@ class RrsaProvider:
     """ACK RRSA: exchange the projected OIDC token for STS credentials with AssumeRoleWithOIDC.
 
     The token file is re-read on every exchange (the kubelet rotates it). Credentials are cached
-    until ``refresh_margin`` seconds before they expire; concurrent callers share one refresh.
+    until ``refresh_margin`` seconds before they expire. Concurrent callers share one exchange, and
+    its failure too: a failed exchange is not retried by each waiting caller in turn, and callers
+    that arrive within ``failure_hold`` seconds get the same error without another STS request.
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class RrsaProvider:
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
         on_refresh: Callable[[], None] | None = None,
+        failure_hold: float = 2.0,
     ) -> None:
         for name, value in (
             (ENV_ROLE_ARN, role_arn),
@@ -144,8 +147,12 @@ class RrsaProvider:
         self._clock = clock
         self._on_refresh = on_refresh
         self._cached: Credentials | None = None
-        self._lock = asyncio.Lock()
+        self._inflight: asyncio.Future[Credentials] | None = None
+        self._failure: Exception | None = None
+        self._failure_until = 0.0
+        self.failure_hold = failure_hold
         self.exchanges = 0
+        self.attempts = 0  # STS requests tried, successful or not
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> RrsaProvider:
@@ -173,11 +180,23 @@ class RrsaProvider:
         if self._fresh(self._cached):
             assert self._cached is not None
             return self._cached
-        async with self._lock:
-            if not self._fresh(self._cached):
-                self._cached = await self._exchange()
-            assert self._cached is not None
+        if self._failure is not None and self._clock() < self._failure_until:
+            raise self._failure
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._shared_exchange())
+        # shield: a caller that is cancelled does not cancel the exchange the others wait for
+        return await asyncio.shield(self._inflight)
+
+    async def _shared_exchange(self) -> Credentials:
+        try:
+            self._cached = await self._exchange()
+            self._failure = None
             return self._cached
+        except (CredentialsError, KmsError) as exc:
+            self._failure, self._failure_until = exc, self._clock() + self.failure_hold
+            raise
+        finally:
+            self._inflight = None
 
     async def _exchange(self) -> Credentials:
         try:
@@ -199,6 +218,7 @@ class RrsaProvider:
             "DurationSeconds": str(self.duration_seconds),
         }
         client = self._http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        self.attempts += 1
         try:
             # AssumeRoleWithOIDC is anonymous: the OIDC token is the credential, so it goes in the body.
             response = await client.post(self.sts_endpoint + "/", data=params)
@@ -228,7 +248,20 @@ class RrsaProvider:
                 action="AssumeRoleWithOIDC",
             )
         c = body["Credentials"]
-        expiration = datetime.strptime(c["Expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        try:
+            if not isinstance(c, dict) or not all(
+                isinstance(c.get(k), str) and c[k] for k in ("AccessKeyId", "AccessKeySecret", "SecurityToken")
+            ):
+                raise ValueError("AccessKeyId, AccessKeySecret and SecurityToken")
+            expiration = datetime.strptime(str(c.get("Expiration")), "%Y-%m-%dT%H:%M:%SZ")
+        except ValueError as exc:
+            missing = str(exc) if "AccessKeyId" in str(exc) else "an Expiration of the form 2026-01-01T00:00:00Z"
+            raise KmsTransportError(
+                code="SDK.InvalidResponse",
+                message=f"STS answered AssumeRoleWithOIDC without {missing} (RequestId {body.get('RequestId', '')})",
+                action="AssumeRoleWithOIDC",
+            ) from None
+        expires = expiration.replace(tzinfo=UTC).timestamp()
         self.exchanges += 1
         if self._on_refresh:
             self._on_refresh()
@@ -243,7 +276,7 @@ class RrsaProvider:
             access_key_id=c["AccessKeyId"],
             access_key_secret=c["AccessKeySecret"],
             security_token=c["SecurityToken"],
-            expiration=expiration,
+            expiration=expires,
             source="rrsa",
         )
 
