@@ -183,16 +183,17 @@ async def _operate(settings: Settings, api: Any) -> int:
 
     from secretstage import handlers
     from secretstage.kms import CredentialsError, TokenBucket, default_provider
+    from secretstage.kms.transport import guarded_client
     from secretstage.metrics import Metrics
     from secretstage.reconcile import Runtime
 
     metrics = Metrics()
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
-    http = httpx.AsyncClient(
+    # Every connection is checked against the address policy after name resolution (kms.transport).
+    http = guarded_client(
         timeout=httpx.Timeout(connect=5.0, read=settings.kms_timeout, write=settings.kms_timeout, pool=60.0),
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
-        follow_redirects=False,
     )
     operator_credentials = None
     if settings.allow_operator_identity:

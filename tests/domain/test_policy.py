@@ -32,3 +32,58 @@ def test_blocked(url: str, allow: tuple[str, ...], needle: str) -> None:
 def test_emulator_allowed_explicitly() -> None:
     assert endpoint_problem("http://127.0.0.1:8079", EMULATOR) is None
     assert endpoint_problem("http://127.0.0.1:8079", DEFAULT_ENDPOINT_ALLOW) is not None
+
+
+# Every spelling of a forbidden address that the C resolver (inet_aton / inet_pton) would accept.
+# Checked as a pure function: nothing here is ever connected to.
+@pytest.mark.parametrize(
+    "host",
+    [
+        "169.254.169.254",
+        "2852039166",  # decimal
+        "0xa9fea9fe",  # hex
+        "0xA9FEA9FE",
+        "0251.0376.0251.0376",  # octal
+        "0xa9.0xfe.0xa9.0xfe",
+        "169.254.43518",  # three-part form
+        "169.16689662",  # two-part form
+        "0251.0xfe.43518",  # mixed
+        "[::ffff:a9fe:a9fe]",  # IPv4-mapped IPv6
+        "[::ffff:169.254.169.254]",
+        "[64:ff9b::a9fe:a9fe]",  # NAT64
+        "[2002:a9fe:a9fe::1]",  # 6to4
+        "[fe80::1]",
+        "[fe80::1%25eth0]",  # with a zone
+        "100.100.100.200",  # Alibaba Cloud ECS metadata
+        "1684301000",  # the same, decimal
+        "[::ffff:100.100.100.200]",
+        "[fd00:ec2::254]",
+        "metadata.google.internal.",  # trailing dot
+        "METADATA",
+        "0",  # 0.0.0.0
+        "[::]",
+        "224.0.0.1",
+        "255.255.255.255",
+    ],
+)
+def test_every_spelling_of_a_forbidden_address_is_refused(host: str) -> None:
+    problem = endpoint_problem(f"https://{host}", (".*",))
+    assert problem is not None
+    assert "never allowed" in problem
+
+
+def test_decimal_spelling_is_the_address_it_means() -> None:
+    from secretstage.netpolicy import literal_address
+
+    assert str(literal_address("1684301000")) == "100.100.100.200"
+    assert str(literal_address("2852039166")) == "169.254.169.254"
+    assert literal_address("kms.cn-hangzhou.aliyuncs.com") is None
+    assert literal_address("deadbeef") is None  # hex digits without 0x are a name, as for the resolver
+
+
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "[::1]", "[::ffff:127.0.0.1]", "localhost."])
+def test_loopback_in_any_spelling_is_loopback(host: str) -> None:
+    from secretstage.netpolicy import names_loopback
+
+    assert names_loopback(host)
+    assert "plain http is only allowed to loopback" not in str(endpoint_problem(f"http://{host}:8079", (".*",)))

@@ -1,24 +1,19 @@
-"""Which KMS endpoints a promotion may reach: an allow-list, plus hard blocks against SSRF."""
+"""Which KMS endpoints a promotion may reach: an allow-list, plus hard blocks against SSRF.
+
+The blocks on addresses (every spelling of metadata, link-local and loopback addresses) are in
+``secretstage.netpolicy``; the same rules are applied again at connect time to whatever a host
+name resolves to (``kms.transport``).
+"""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from secretstage.netpolicy import host_problem, names_loopback
+
 DEFAULT_ENDPOINT_ALLOW = (r"https://kms(-vpc)?\.[a-z0-9-]+\.aliyuncs\.com",)
-# Instance metadata services: never a KMS endpoint, whatever the allow-list says.
-_METADATA_HOSTS = {"100.100.100.200", "metadata.google.internal", "metadata"}
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def endpoint_problem(url: str, allow: Sequence[str]) -> str | None:
@@ -27,15 +22,10 @@ def endpoint_problem(url: str, allow: Sequence[str]) -> str | None:
     host = (parts.hostname or "").lower()
     if not host:
         return f"endpoint {url!r} has no host"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    if host in _METADATA_HOSTS or (
-        address is not None and (address.is_link_local or address.is_multicast or address.is_unspecified)
-    ):
-        return f"endpoint host {host} is a link-local or metadata address; it is never allowed"
-    if parts.scheme == "http" and not _is_loopback(host):
+    problem = host_problem(host)
+    if problem is not None:
+        return f"endpoint host {problem}"
+    if parts.scheme == "http" and not names_loopback(host):
         return f"plain http is only allowed to loopback (the local emulator), not to {host}; use https"
     if not any(re.fullmatch(pattern, url) for pattern in allow):
         return (

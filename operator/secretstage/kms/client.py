@@ -30,6 +30,7 @@ from secretstage.kms.models import (
 )
 from secretstage.kms.ratelimit import TokenBucket
 from secretstage.kms.retry import RetryPolicy
+from secretstage.kms.transport import REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +283,11 @@ class KmsClient:
                 response = await self._http.send(request, auth=auth)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # No connection, so no request: certainly not applied.
+                if REFUSED in str(exc):  # the resolved address is forbidden (kms.transport): permanent
+                    code = "EndpointNotAllowed"
+                    raise KmsError(
+                        code=code, message=str(exc), action=action, retryable=False, maybe_applied=False
+                    ) from None
                 code = "SDK.ServerUnreachable" if isinstance(exc, httpx.ConnectError) else "SDK.Timeout"
                 raise KmsTransportError(
                     code=code, message=f"{type(exc).__name__} calling {self.endpoint}", action=action, sent=False

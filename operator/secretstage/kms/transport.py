@@ -1,0 +1,99 @@
+"""An HTTP client that checks the address it actually connects to, not only the URL's text.
+
+An endpoint host name passes the URL checks (``domain.policy``) and could still resolve to
+instance metadata, a link-local service or this machine (a DNS answer an attacker controls, or one
+that changes between check and use). Here every address the name resolves to is checked with the
+same rules (``secretstage.netpolicy``) right before connecting, and the connection goes to the
+address that was checked, so no later lookup can change it. TLS still verifies the certificate
+against the host name (httpcore takes the server name from the URL, not from the socket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+import typing
+from collections.abc import Awaitable, Callable, Iterable
+
+import httpcore
+import httpx
+
+from secretstage.netpolicy import address_problem, names_loopback
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+REFUSED = "refused by the endpoint policy"
+
+
+class EndpointRefused(httpcore.ConnectError):
+    """The host resolves to an address no request may go to; nothing was sent."""
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None, resolver: Resolver = system_resolver):
+        self._inner = inner or httpcore.AnyIOBackend()
+        self._resolve = resolver
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        allow_loopback = names_loopback(host)
+        try:
+            addresses = await asyncio.wait_for(self._resolve(host, port), timeout)
+        except (OSError, TimeoutError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {type(exc).__name__}") from None
+        for address in addresses:
+            problem = address_problem(ipaddress.ip_address(address.split("%", 1)[0]), allow_loopback=allow_loopback)
+            if problem is not None:
+                raise EndpointRefused(f"{host} resolves to {address}: {problem}; {REFUSED}")
+        last: Exception = httpcore.ConnectError(f"{host} resolves to no address")
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as exc:
+                last = exc
+        raise last
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError(f"unix sockets are not KMS endpoints; {REFUSED}")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def guarded_client(
+    *,
+    timeout: httpx.Timeout,
+    limits: httpx.Limits | None = None,
+    resolver: Resolver = system_resolver,
+    verify: ssl.SSLContext | bool = True,
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` whose connections go through ``GuardedBackend``; no redirects."""
+    limits = limits or httpx.Limits()
+    transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
+    ssl_context = typing.cast(ssl.SSLContext, transport._pool._ssl_context)
+    # httpx has no switch for the network backend; the pool is rebuilt with the same settings.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=GuardedBackend(resolver=resolver),
+    )
+    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
