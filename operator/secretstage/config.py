@@ -46,6 +46,9 @@ class Settings:
 
 
 ENV_PREFIX = "SECRETSTAGE_"
+# (connect, read) seconds for every Kubernetes API call the operator makes itself (kopf has its own):
+# a hung API server must not hold a promotion, or a Lease renewal, forever.
+KUBE_REQUEST_TIMEOUT = (5.0, 15.0)
 
 
 def _bool(value: str, name: str) -> bool:

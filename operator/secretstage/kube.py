@@ -16,6 +16,7 @@ from typing import Any, cast
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from secretstage.config import KUBE_REQUEST_TIMEOUT
 from secretstage.domain.journal import StaleStatus
 from secretstage.kms import Credentials
 
@@ -82,7 +83,9 @@ def credentials_from_secret(secret: k8s.V1Secret) -> Credentials:
 
 async def read_credentials(core: k8s.CoreV1Api, namespace: str, name: str) -> Credentials:
     try:
-        secret = await asyncio.to_thread(core.read_namespaced_secret, name, namespace)
+        secret = await asyncio.to_thread(
+            core.read_namespaced_secret, name, namespace, _request_timeout=KUBE_REQUEST_TIMEOUT
+        )
     except ApiException as exc:
         if exc.status == 404:
             raise CredentialsNotFound(
@@ -136,6 +139,7 @@ class PromotionStatus:
                         PLURAL,
                         self.name,
                         body,
+                        _request_timeout=KUBE_REQUEST_TIMEOUT,
                     ),
                 )
                 break
@@ -156,7 +160,13 @@ class PromotionStatus:
             obj = cast(
                 dict[str, Any],
                 await asyncio.to_thread(
-                    self._custom.get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, self.name
+                    self._custom.get_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    self.name,
+                    _request_timeout=KUBE_REQUEST_TIMEOUT,
                 ),
             )
         except Exception as exc:

@@ -10,6 +10,8 @@ renewTime written by another node), so clock skew between nodes does not matter.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +20,8 @@ from datetime import UTC, datetime
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+
+from secretstage.config import KUBE_REQUEST_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +49,15 @@ class LeaderElector:
         self._monotonic = monotonic
         self._observed: tuple[str | None, object] | None = None
         self._observed_at = 0.0
+        self._renew_started: float | None = None  # when the last successful renewal was sent
+        # Renewals get a thread of their own: a default executor busy with promotions' Kubernetes
+        # calls must not delay them.
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
 
     async def _call(self, fn: Callable[..., object], *args: object) -> object:
-        return await asyncio.to_thread(fn, *args)
+        timeout = (KUBE_REQUEST_TIMEOUT[0], min(KUBE_REQUEST_TIMEOUT[1], self.config.retry_period * 2))
+        call = functools.partial(fn, *args, _request_timeout=timeout)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def try_acquire_or_renew(self) -> bool:
         c = self.config
@@ -104,7 +114,7 @@ class LeaderElector:
         announced = False
         while True:
             try:
-                if await self.try_acquire_or_renew():
+                if await self._renew():
                     log.info(
                         "became leader (Lease %s/%s, identity %s)",
                         self.config.namespace,
@@ -119,20 +129,40 @@ class LeaderElector:
                 announced = True
             await asyncio.sleep(self.config.retry_period)
 
+    def fence_problem(self) -> str | None:
+        """Why this replica may not start a KMS call now, or None.
+
+        A standby takes the Lease no sooner than lease_duration after it saw our last renewal, and
+        it saw it after we sent it; so from renew_deadline after sending that renewal we stop, a
+        margin of lease_duration - renew_deadline before anyone else can start (docs/operator.md).
+        """
+        started = self._renew_started
+        if started is None:
+            return "this replica does not hold the Lease"
+        if self._monotonic() - started > self.config.renew_deadline:
+            return f"the Lease was not renewed within {self.config.renew_deadline:.0f}s; this replica stops acting"
+        return None
+
+    async def _renew(self) -> bool:
+        started = self._monotonic()
+        if await self.try_acquire_or_renew():
+            self._renew_started = started
+            return True
+        self._renew_started = None
+        return False
+
     async def hold(self) -> None:
         """Renew every retry_period; return when the Lease could not be renewed within renew_deadline."""
-        last_renewed = self._monotonic()
         while True:
             await asyncio.sleep(self.config.retry_period)
             try:
-                if await asyncio.wait_for(self.try_acquire_or_renew(), self.config.renew_deadline):
-                    last_renewed = self._monotonic()
+                if await asyncio.wait_for(self._renew(), self.config.renew_deadline):
                     continue
                 log.error("leadership lost: another replica holds the Lease")
                 return
             except Exception as exc:
                 log.warning("could not renew the Lease: %s", exc)
-            if self._monotonic() - last_renewed > self.config.renew_deadline:
+            if self.fence_problem() is not None:
                 log.error("leadership lost: no renewal for %.0fs", self.config.renew_deadline)
                 return
 

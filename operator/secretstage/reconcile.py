@@ -7,7 +7,7 @@ hands over to ``protocol``. kopf-free, so it can be read and tested without the 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +52,7 @@ class Runtime:
     operator_credentials: CredentialsProvider | None = None
     rng: random.Random = field(default_factory=random.Random)
     locks: protocol.SecretLocks = field(default_factory=protocol.SecretLocks)
+    fence: Callable[[], str | None] | None = None  # with leader election: LeaderElector.fence_problem
 
     @property
     def core(self) -> k8s.CoreV1Api:
@@ -138,6 +139,7 @@ async def prepare(
         rate_limiter=runtime.rate_limiter,
         observer=runtime.metrics.observe_kms,
         rng=runtime.rng,
+        fence=runtime.fence,
     )
     return request, client, endpoint
 

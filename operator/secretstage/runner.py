@@ -233,6 +233,7 @@ async def _operate(settings: Settings, api: Any) -> int:
                 settings.retry_period,
             )
             elector = LeaderElector(k8s.CoordinationV1Api(api), lease)
+            runtime.fence = elector.fence_problem
             standby = await _standby_health(settings.health_port) if settings.health_port else None
             await elector.acquire()
             if standby is not None:

@@ -17,6 +17,7 @@ from secretstage.kms import (
     Credentials,
     KmsApiError,
     KmsClient,
+    KmsError,
     KmsTransportError,
     RetryPolicy,
     StaticProvider,
@@ -325,3 +326,18 @@ async def test_rate_limiter_bounds_request_rate(
 def test_token_bucket_rejects_bad_rate() -> None:
     with pytest.raises(ValueError, match="rate must be > 0"):
         TokenBucket(0)
+
+
+async def test_fenced_client_sends_nothing(
+    client_factory: Callable[..., KmsClient], seeded: str, kms: RunningEmulator
+) -> None:
+    """A leader whose Lease may have passed on starts no KMS call (leader.LeaderElector.fence_problem)."""
+    reasons: list[str | None] = ["the Lease was not renewed within 10s"]
+    client = client_factory(fence=lambda: reasons[0])
+    arrivals = len(kms.emulator.last_request_ts)
+    with pytest.raises(KmsError) as err:
+        await client.update_secret_version_stage(seeded, "ACSCurrent", move_to_version="v2", remove_from_version="v1")
+    assert (err.value.code, err.value.retryable, err.value.maybe_applied) == ("NotLeader", True, False)
+    assert len(kms.emulator.last_request_ts) == arrivals  # not one request reached KMS
+    reasons[0] = None
+    await client.update_secret_version_stage(seeded, "ACSCurrent", move_to_version="v2", remove_from_version="v1")

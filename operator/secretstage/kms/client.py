@@ -77,6 +77,7 @@ class KmsClient:
         rng: random.Random | None = None,
         observer: CallObserver | None = None,
         page_size: int = LIST_PAGE_SIZE,
+        fence: Callable[[], str | None] | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.credentials = credentials
@@ -91,6 +92,9 @@ class KmsClient:
         self._rng = rng
         self._observer = observer
         self.page_size = page_size
+        # Asked right before every request: a reason why no request may start now (a leader whose
+        # Lease may have passed to another replica), or None.
+        self.fence = fence
         self.attempts = 0  # HTTP attempts made by this client (for tests and status)
 
     async def __aenter__(self) -> KmsClient:
@@ -275,6 +279,9 @@ class KmsClient:
             },
         )
         auth = auth_for(self.signature, credentials, clock=self._clock, nonce=self._nonce)
+        fenced = self.fence() if self.fence is not None else None
+        if fenced is not None:
+            raise KmsError(code="NotLeader", message=fenced, action=action, retryable=True, maybe_applied=False)
         self.attempts += 1
         started = time.perf_counter()
         code = "Success"
