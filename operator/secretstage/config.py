@@ -41,8 +41,10 @@ class Settings:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
-    #: Concurrent promotions handled at once.
-    max_workers: int = 100
+    #: Concurrent KMS requests for all promotions together, and for one namespace (0: no cap of its own).
+    #: Free slots and rate-limit tokens go round robin to the namespaces that are waiting.
+    kms_max_concurrency: int = 20
+    kms_max_concurrency_per_namespace: int = 0
 
 
 ENV_PREFIX = "SECRETSTAGE_"
@@ -119,7 +121,18 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
         lease_duration=number("lease_duration", "LEASE_DURATION", float, defaults.lease_duration, 2),
         renew_deadline=number("renew_deadline", "RENEW_DEADLINE", float, defaults.renew_deadline, 1),
         retry_period=number("retry_period", "RETRY_PERIOD", float, defaults.retry_period, 0.1),
-        max_workers=int(number("max_workers", "MAX_WORKERS", int, defaults.max_workers, 1)),
+        kms_max_concurrency=int(
+            number("kms_max_concurrency", "KMS_MAX_CONCURRENCY", int, defaults.kms_max_concurrency, 1)
+        ),
+        kms_max_concurrency_per_namespace=int(
+            number(
+                "kms_max_concurrency_per_namespace",
+                "KMS_MAX_CONCURRENCY_PER_NAMESPACE",
+                int,
+                defaults.kms_max_concurrency_per_namespace,
+                0,
+            )
+        ),
     )
     if settings.leader_election and not settings.lease_namespace:
         raise ConfigError(

@@ -40,7 +40,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.queueing.worker_limit = memo.runtime.settings.max_workers
+    # No limit on kopf's workers: one that sleeps out a retry delay would hold its slot, so promotions
+    # that retry for ever (a credentials Secret that does not exist) could block every other
+    # namespace. What is limited, fairly by namespace, is KMS traffic (kms.ratelimit).
+    settings.queueing.worker_limit = None
 
 
 @kopf.on.login(registry=registry)

@@ -26,6 +26,7 @@ from secretstage.kms import (
     ConfigurationError,
     CredentialsError,
     CredentialsProvider,
+    FairGate,
     KmsClient,
     RetryPolicy,
     StaticProvider,
@@ -47,6 +48,7 @@ class Runtime:
     settings: Settings
     http: httpx.AsyncClient
     rate_limiter: TokenBucket
+    gate: FairGate
     api: k8s.ApiClient
     metrics: Metrics
     operator_credentials: CredentialsProvider | None = None
@@ -137,6 +139,8 @@ async def prepare(
         http=runtime.http,
         retry=RetryPolicy(max_attempts=runtime.settings.kms_max_attempts, base_delay=0.2, max_delay=2.0),
         rate_limiter=runtime.rate_limiter,
+        gate=runtime.gate,
+        tenant=namespace,
         observer=runtime.metrics.observe_kms,
         rng=runtime.rng,
         fence=runtime.fence,

@@ -122,10 +122,18 @@ def add_run_parser(sub: Any) -> None:
         help="how often to renew or try to acquire (default 2; env SECRETSTAGE_RETRY_PERIOD)",
     )
     p.add_argument(
-        "--max-workers",
+        "--kms-max-concurrency",
         type=int,
         metavar="N",
-        help="promotions handled concurrently (default 100; env SECRETSTAGE_MAX_WORKERS)",
+        help="KMS requests in flight for all promotions together; free slots go round robin to the waiting "
+        "namespaces (default 20; env SECRETSTAGE_KMS_MAX_CONCURRENCY)",
+    )
+    p.add_argument(
+        "--kms-max-concurrency-per-namespace",
+        type=int,
+        metavar="N",
+        help="KMS requests in flight for one namespace, 0 = no cap of its own (default 0; env "
+        "SECRETSTAGE_KMS_MAX_CONCURRENCY_PER_NAMESPACE)",
     )
 
 
@@ -182,7 +190,7 @@ async def _operate(settings: Settings, api: Any) -> int:
     from kubernetes import client as k8s
 
     from secretstage import handlers
-    from secretstage.kms import CredentialsError, TokenBucket, default_provider
+    from secretstage.kms import CredentialsError, FairGate, TokenBucket, default_provider
     from secretstage.kms.transport import guarded_client
     from secretstage.metrics import Metrics
     from secretstage.reconcile import Runtime
@@ -193,7 +201,11 @@ async def _operate(settings: Settings, api: Any) -> int:
     # Every connection is checked against the address policy after name resolution (kms.transport).
     http = guarded_client(
         timeout=httpx.Timeout(connect=5.0, read=settings.kms_timeout, write=settings.kms_timeout, pool=60.0),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+        # one connection per KMS request in flight: the pool never grows past the concurrency cap
+        limits=httpx.Limits(
+            max_connections=settings.kms_max_concurrency + 2,  # + STS (operator identity)
+            max_keepalive_connections=settings.kms_max_concurrency + 2,
+        ),
     )
     operator_credentials = None
     if settings.allow_operator_identity:
@@ -205,6 +217,7 @@ async def _operate(settings: Settings, api: Any) -> int:
         settings=settings,
         http=http,
         rate_limiter=TokenBucket(settings.kms_rate_limit, settings.kms_burst),
+        gate=FairGate(settings.kms_max_concurrency, settings.kms_max_concurrency_per_namespace),
         api=api,
         metrics=metrics,
         operator_credentials=operator_credentials,

@@ -22,7 +22,7 @@ from kubernetes import client as k8s
 from secretstage import aftersuccess, handlers
 from secretstage.config import Settings
 from secretstage.emulator.app import Faults
-from secretstage.kms import TokenBucket
+from secretstage.kms import FairGate, TokenBucket
 from secretstage.metrics import Metrics
 from secretstage.reconcile import Runtime
 from tests.cluster import Cluster
@@ -39,6 +39,7 @@ async def runtime(cluster: Cluster, crd: None, kms: RunningEmulator) -> AsyncIte
         settings=Settings(endpoint_allow=(re.escape(kms.url),)),
         http=http,
         rate_limiter=TokenBucket(1000, 1000),
+        gate=FairGate(20),
         api=cluster.api,
         metrics=Metrics(),
     )

@@ -18,7 +18,7 @@ from secretstage.kms.errors import (
     KmsTransportError,
 )
 from secretstage.kms.models import SecretVersion, StageUpdate, VersionList
-from secretstage.kms.ratelimit import TokenBucket
+from secretstage.kms.ratelimit import FairGate, TokenBucket
 from secretstage.kms.retry import RetryPolicy
 from secretstage.kms.signing import ACS3_HMAC_SHA256, HMAC_SHA1, SIGNATURE_ALGORITHMS
 
@@ -31,6 +31,7 @@ __all__ = [
     "CredentialsError",
     "CredentialsProvider",
     "EnvironmentProvider",
+    "FairGate",
     "KmsApiError",
     "KmsClient",
     "KmsError",

@@ -28,7 +28,7 @@ from secretstage.kms.models import (
     parse_version,
     stage_list,
 )
-from secretstage.kms.ratelimit import TokenBucket
+from secretstage.kms.ratelimit import FairGate, TokenBucket
 from secretstage.kms.retry import RetryPolicy
 from secretstage.kms.transport import REFUSED
 
@@ -70,6 +70,8 @@ class KmsClient:
         http: httpx.AsyncClient | None = None,
         retry: RetryPolicy | None = None,
         rate_limiter: TokenBucket | None = None,
+        gate: FairGate | None = None,
+        tenant: str = "",
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Clock = time.time,
         nonce: Nonce = _uuid_nonce,
@@ -84,6 +86,8 @@ class KmsClient:
         self.signature = check_algorithm(signature)
         self.retry = retry or RetryPolicy()
         self.rate_limiter = rate_limiter
+        self.gate = gate  # concurrent calls, shared fairly by tenant with other clients
+        self.tenant = tenant
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self._clock = clock
@@ -262,8 +266,14 @@ class KmsClient:
                 await self._sleep(delay)
 
     async def _attempt(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
+        if self.gate is None:
+            return await self._send(action, params)
+        async with self.gate.slot(self.tenant):
+            return await self._send(action, params)
+
+    async def _send(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
         if self.rate_limiter is not None:
-            await self.rate_limiter.acquire()
+            await self.rate_limiter.acquire(self.tenant)
         credentials = await self.credentials.get()
         body = signing.canonical_query(params.items()).encode()
         request = self._http.build_request(
