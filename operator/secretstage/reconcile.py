@@ -55,6 +55,7 @@ class Runtime:
     rng: random.Random = field(default_factory=random.Random)
     locks: protocol.SecretLocks = field(default_factory=protocol.SecretLocks)
     fence: Callable[[], str | None] | None = None  # with leader election: LeaderElector.fence_problem
+    user_agent: str = "secretstage-operator"
 
     @property
     def core(self) -> k8s.CoreV1Api:
@@ -144,6 +145,7 @@ async def prepare(
         observer=runtime.metrics.observe_kms,
         rng=runtime.rng,
         fence=runtime.fence,
+        user_agent=runtime.user_agent,
     )
     return request, client, endpoint
 

@@ -11,6 +11,7 @@ import socket
 import sys
 from typing import Any
 
+from secretstage import __version__
 from secretstage.config import ConfigError, Settings, from_sources
 
 log = logging.getLogger("secretstage.runner")
@@ -199,7 +200,14 @@ async def _operate(settings: Settings, api: Any) -> int:
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
     # Every connection is checked against the address policy after name resolution (kms.transport).
+    runtime_ref: list[Runtime] = []
+
+    def fence() -> str | None:  # asked before every write to a KMS connection (kms.transport)
+        check = runtime_ref[0].fence if runtime_ref else None
+        return check() if check is not None else None
+
     http = guarded_client(
+        fence=fence,
         timeout=httpx.Timeout(connect=5.0, read=settings.kms_timeout, write=settings.kms_timeout, pool=60.0),
         # one connection per KMS request in flight: the pool never grows past the concurrency cap
         limits=httpx.Limits(
@@ -213,7 +221,9 @@ async def _operate(settings: Settings, api: Any) -> int:
             operator_credentials = default_provider(http=http, on_refresh=metrics.credential_refreshes.inc)
         except CredentialsError as exc:
             log.warning("operator identity allowed but not configured: %s", exc)
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     runtime = Runtime(
+        user_agent=f"secretstage-operator/{__version__} ({identity})",
         settings=settings,
         http=http,
         rate_limiter=TokenBucket(settings.kms_rate_limit, settings.kms_burst),
@@ -223,6 +233,7 @@ async def _operate(settings: Settings, api: Any) -> int:
         operator_credentials=operator_credentials,
         rng=random.Random(),
     )
+    runtime_ref.append(runtime)
     log.info(
         "starting: namespaces=%s endpoints=%s rate=%.1f/s leader-election=%s",
         list(settings.namespaces) or "all",
@@ -236,7 +247,6 @@ async def _operate(settings: Settings, api: Any) -> int:
             from secretstage.leader import LeaderElector, LeaseConfig
 
             assert settings.lease_namespace is not None
-            identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
             lease = LeaseConfig(
                 settings.lease_name,
                 settings.lease_namespace,

@@ -109,7 +109,7 @@ class Emulator:
         self.nonces: dict[str, float] = {}
         self.calls: Counter[str] = Counter()  # authenticated calls per action, whatever the outcome
         self.applied: Counter[str] = Counter()  # successful mutating calls per action
-        self.history: list[dict[str, str]] = []  # one entry per authenticated call (no secret values)
+        self.history: list[dict[str, Any]] = []  # one entry per authenticated call (no secret values)
         self.sts_exchanges = 0
         self.last_request_ts: list[float] = []  # monotonic arrival times, for rate-limit tests
 
@@ -165,10 +165,12 @@ class Emulator:
                 )
             access_key_id = self.authenticate(request, params, raw_body)
             self.calls[action] += 1
-            entry = {
+            entry: dict[str, Any] = {
                 "action": action,
                 "request_id": request_id,
                 "access_key_id": access_key_id,
+                "user_agent": request.headers.get("user-agent", "")[:200],
+                "at": time.monotonic(),  # arrival, on this machine's monotonic clock
                 "signature": "ACS3-HMAC-SHA256" if "Signature" not in params else "HMAC-SHA1",
                 **{
                     k: params[k]

@@ -30,7 +30,7 @@ from secretstage.kms.models import (
 )
 from secretstage.kms.ratelimit import FairGate, TokenBucket
 from secretstage.kms.retry import RetryPolicy
-from secretstage.kms.transport import REFUSED
+from secretstage.kms.transport import FENCED, REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class KmsClient:
         observer: CallObserver | None = None,
         page_size: int = LIST_PAGE_SIZE,
         fence: Callable[[], str | None] | None = None,
+        user_agent: str = "secretstage-operator",
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.credentials = credentials
@@ -99,6 +100,7 @@ class KmsClient:
         # Asked right before every request: a reason why no request may start now (a leader whose
         # Lease may have passed to another replica), or None.
         self.fence = fence
+        self.user_agent = user_agent  # ActionTrail records it: which replica made the call
         self.attempts = 0  # HTTP attempts made by this client (for tests and status)
 
     async def __aenter__(self) -> KmsClient:
@@ -285,7 +287,7 @@ class KmsClient:
                 "accept": "application/json",
                 "x-acs-action": action,
                 "x-acs-version": API_VERSION,
-                "user-agent": "secretstage-operator",
+                "user-agent": self.user_agent,
             },
         )
         auth = auth_for(self.signature, credentials, clock=self._clock, nonce=self._nonce)
@@ -308,6 +310,16 @@ class KmsClient:
                 code = "SDK.ServerUnreachable" if isinstance(exc, httpx.ConnectError) else "SDK.Timeout"
                 raise KmsTransportError(
                     code=code, message=f"{type(exc).__name__} calling {self.endpoint}", action=action, sent=False
+                ) from None
+            except httpx.WriteError as exc:
+                if FENCED in str(exc):  # the fence closed between our check and the socket (kms.transport)
+                    code = "NotLeader"
+                    raise KmsError(
+                        code=code, message=str(exc), action=action, retryable=True, maybe_applied=False
+                    ) from None
+                code = "SDK.ConnectionLost"
+                raise KmsTransportError(
+                    code=code, message=f"{type(exc).__name__} calling {self.endpoint}", action=action
                 ) from None
             except httpx.TimeoutException as exc:
                 code = "SDK.ReadTimeout" if isinstance(exc, httpx.ReadTimeout) else "SDK.Timeout"

@@ -23,7 +23,9 @@ import httpx
 from secretstage.netpolicy import address_problem, names_loopback
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+Fence = Callable[[], str | None]
 REFUSED = "refused by the endpoint policy"
+FENCED = "fenced: nothing was written"
 
 
 class EndpointRefused(httpcore.ConnectError):
@@ -35,10 +37,47 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+class FencedStream(httpcore.AsyncNetworkStream):
+    """Asks the fence before every write, so a replica that lost its Lease (or was frozen while it
+    expired) writes nothing more: the check is as close to the socket as Python gets."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream, fence: Fence) -> None:
+        self._inner, self._fence = inner, fence
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        problem = self._fence()
+        if problem is not None:
+            raise httpcore.WriteError(f"{problem}; {FENCED}")
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> httpcore.AsyncNetworkStream:
+        return FencedStream(await self._inner.start_tls(ssl_context, server_hostname, timeout), self._fence)
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None, resolver: Resolver = system_resolver):
+    def __init__(
+        self,
+        inner: httpcore.AsyncNetworkBackend | None = None,
+        resolver: Resolver = system_resolver,
+        fence: Fence | None = None,
+    ):
         self._inner = inner or httpcore.AnyIOBackend()
         self._resolve = resolver
+        self._fence = fence
 
     async def connect_tcp(
         self,
@@ -60,9 +99,11 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         last: Exception = httpcore.ConnectError(f"{host} resolves to no address")
         for address in addresses:
             try:
-                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+                stream = await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
             except httpcore.ConnectError as exc:
                 last = exc
+                continue
+            return stream if self._fence is None else FencedStream(stream, self._fence)
         raise last
 
     async def connect_unix_socket(
@@ -83,6 +124,7 @@ def guarded_client(
     limits: httpx.Limits | None = None,
     resolver: Resolver = system_resolver,
     verify: ssl.SSLContext | bool = True,
+    fence: Fence | None = None,
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` whose connections go through ``GuardedBackend``; no redirects."""
     limits = limits or httpx.Limits()
@@ -94,6 +136,6 @@ def guarded_client(
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
-        network_backend=GuardedBackend(resolver=resolver),
+        network_backend=GuardedBackend(resolver=resolver, fence=fence),
     )
     return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
