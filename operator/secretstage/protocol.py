@@ -226,7 +226,6 @@ class Attempt:
         if result.move is not None:  # an earlier attempt (or this one, before a restart) sent a move
             state = classify(result.move, placement)
             if state is MoveState.SUPERSEDED:
-                result.stages_after = placement
                 result.outcome = self._superseded(result.move, placement)
                 return
             if state is MoveState.MOVED:
@@ -264,7 +263,6 @@ class Attempt:
             assert result.move is not None
             state = classify(result.move, placement)
             if state is MoveState.SUPERSEDED:
-                result.stages_after = placement
                 result.outcome = self._superseded(result.move, placement)
                 return
             if state is MoveState.NOT_APPLIED:
@@ -392,8 +390,8 @@ class Attempt:
 
     async def _after_success(self, *, moved: bool) -> None:
         request, result = self.request, self.result
-        targets = [*(f"{kind}/{name}" for kind, name in request.restart), *request.refresh_external_secrets]
-        if not targets or self.after_success is None or request.dry_run:
+        named = [*request.restart, *(("ExternalSecret", name) for name in request.refresh_external_secrets)]
+        if not named or self.after_success is None or request.dry_run:
             return
         if not moved and request.after_success_when != "Always":
             return
@@ -402,7 +400,6 @@ class Attempt:
             result.after_success_changed = again != result.after_success
             result.after_success = again
             return
-        named = [*request.restart, *(("ExternalSecret", name) for name in request.refresh_external_secrets)]
         result.after_success = [{"kind": k, "name": n, "result": STARTED, "message": "running"} for k, n in named]
         await self._write(Outcome(Kind.RETRY, "RunningAfterSuccess", "the stage moved; nudging consumers"))
         result.after_success = await self.after_success()
@@ -466,7 +463,8 @@ class Attempt:
             "ActionTrail around that time. (Another change putting it there in the meantime cannot be ruled out.)",
         )
 
-    def _superseded(self, move: MoveRecord, placement: Mapping[str, str]) -> Outcome:
+    def _superseded(self, move: MoveRecord, placement: dict[str, str]) -> Outcome:
+        self.result.stages_after = placement
         holder = placement.get(move.version_stage) or "no version"
         if move.answer is Answer.RECEIVED:
             what = f"{move.describe()} was applied (RequestId {move.request_id})"

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from secretstage.domain.planning import describe_call
+
 
 class StaleStatus(Exception):
     """A status write was refused (HTTP 409): the object changed since the status it was built on."""
@@ -45,11 +47,7 @@ class MoveRecord:
         return replace(self, answer=Answer.LOST) if self.answer is Answer.PENDING else self
 
     def describe(self) -> str:
-        if self.move_to_version and self.remove_from_version:
-            return f"move {self.version_stage} from {self.remove_from_version} to {self.move_to_version}"
-        if self.move_to_version:
-            return f"attach {self.version_stage} to {self.move_to_version}"
-        return f"remove {self.version_stage} from {self.remove_from_version}"
+        return describe_call(self.version_stage, self.move_to_version, self.remove_from_version)
 
     def to_status(self) -> dict[str, Any]:
         return {

@@ -19,11 +19,16 @@ class StageCall:
     remove_from_version: str | None
 
     def describe(self) -> str:
-        if self.move_to_version and self.remove_from_version:
-            return f"move {self.version_stage} from {self.remove_from_version} to {self.move_to_version}"
-        if self.move_to_version:
-            return f"attach {self.version_stage} to {self.move_to_version}"
-        return f"remove {self.version_stage} from {self.remove_from_version}"
+        return describe_call(self.version_stage, self.move_to_version, self.remove_from_version)
+
+
+def describe_call(stage: str, move_to: str | None, remove_from: str | None) -> str:
+    """An UpdateSecretVersionStage call in words, for status and events."""
+    if move_to and remove_from:
+        return f"move {stage} from {remove_from} to {move_to}"
+    if move_to:
+        return f"attach {stage} to {move_to}"
+    return f"remove {stage} from {remove_from}"
 
 
 @dataclass(frozen=True)
