@@ -97,6 +97,11 @@ class EmulatorProcess:
     def set_faults(self, faults: dict[str, dict[str, float]]) -> None:
         self.http.put("/_emulator/faults", json=faults).raise_for_status()
 
+    def set_identity(self, config: dict[str, Any] | None) -> None:
+        """Replace the emulator's OIDC providers and RAM roles (docs/emulator.md); None turns the checks off."""
+        response = self.http.put("/_emulator/identity", json=config)
+        assert response.status_code == 200, response.text
+
     def set_auto_previous(self, value: bool) -> None:
         self.http.put("/_emulator/config", json={"auto_previous": value}).raise_for_status()
 

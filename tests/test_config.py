@@ -14,13 +14,20 @@ def test_env_and_flags() -> None:
         "SECRETSTAGE_NAMESPACES": "a, b",
         "SECRETSTAGE_ENDPOINT_ALLOW": r"http://127\.0\.0\.1:1 https://x",
         "SECRETSTAGE_KMS_RATE_LIMIT": "5",
-        "SECRETSTAGE_ALLOW_OPERATOR_IDENTITY": "true",
+        "SECRETSTAGE_OPERATOR_IDENTITY_NAMESPACES": "ops,platform",
+        "SECRETSTAGE_OIDC_PROVIDER_ARN": "acs:ram::1234567890123456:oidc-provider/ack-rrsa-c1",
     }
     s = from_sources({"kms_rate_limit": 7.0}, env)
     assert s.namespaces == ("a", "b")
     assert s.endpoint_allow == (r"http://127\.0\.0\.1:1", "https://x")
     assert s.kms_rate_limit == 7.0
-    assert s.allow_operator_identity is True
+    assert s.operator_identity_namespaces == ("ops", "platform")
+    assert s.oidc_provider_arn == "acs:ram::1234567890123456:oidc-provider/ack-rrsa-c1"
+    assert from_sources({"operator_identity_namespaces": ["a,b", "c"]}, {}).operator_identity_namespaces == (
+        "a",
+        "b",
+        "c",
+    )
 
 
 @pytest.mark.parametrize(
@@ -29,7 +36,8 @@ def test_env_and_flags() -> None:
         ({"endpoint_allow": ["("]}, {}, "--endpoint-allow '(' is not a valid regex"),
         ({}, {"SECRETSTAGE_KMS_RATE_LIMIT": "fast"}, "SECRETSTAGE_KMS_RATE_LIMIT: 'fast' is not a number"),
         ({"kms_burst": 0}, {}, "--kms-burst / SECRETSTAGE_KMS_BURST must be >= 1"),
-        ({}, {"SECRETSTAGE_ALLOW_OPERATOR_IDENTITY": "maybe"}, "is not a boolean"),
+        ({}, {"SECRETSTAGE_ALLOW_OPERATOR_IDENTITY": "true"}, "--operator-identity-namespaces"),
+        ({"oidc_provider_arn": "acs:ram::1:role/x"}, {}, "--oidc-provider-arn / SECRETSTAGE_OIDC_PROVIDER_ARN"),
     ],
 )
 def test_bad_settings_name_the_flag(cli: dict[str, object], env: dict[str, str], needle: str) -> None:

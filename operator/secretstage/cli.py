@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="RemoveFromVersion that does not carry the label: reject (default, as AWS) or ignore it",
     )
     emulator.add_argument(
+        "--identity-config",
+        metavar="FILE",
+        help="OIDC providers and RAM roles (YAML or JSON, docs/emulator.md): AssumeRoleWithOIDC then checks "
+        "the token's signature, issuer, audience, expiry and the role's trust policy, and the credentials "
+        "it issues reach only what the role's policy allows. Without it, STS takes any well-formed JWT",
+    )
+    emulator.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -189,7 +196,16 @@ def _emulator(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             faults[action] = Faults.from_json(pairs)
         except ValueError as exc:
             _usage_error(parser, f"--fault {spec!r}: {exc}")
+    identity = None
+    if args.identity_config:
+        from secretstage.emulator.identity import IdentityConfig
+
+        try:
+            identity = IdentityConfig.load(args.identity_config)
+        except (OSError, ValueError) as exc:
+            _usage_error(parser, f"--identity-config {args.identity_config}: {exc}")
     emulator = build(
+        identity=identity,
         access_key_id=args.access_key_id,
         access_key_secret=args.access_key_secret,
         security_token=args.security_token,

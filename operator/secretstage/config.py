@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from secretstage.domain.identity import provider_account
 from secretstage.domain.policy import DEFAULT_ENDPOINT_ALLOW
 
 
@@ -29,8 +30,12 @@ class Settings:
     kms_timeout: float = 15.0
     #: HTTP attempts per KMS call before the promotion itself is retried with backoff.
     kms_max_attempts: int = 3
-    #: Whether spec.credentials.operatorIdentity (the operator's own RRSA/env identity) is honoured.
-    allow_operator_identity: bool = False
+    #: Namespaces whose promotions may use spec.credentials.operatorIdentity (the operator's own RRSA or
+    #: environment identity); ("*",) = every namespace. Empty: nobody.
+    operator_identity_namespaces: tuple[str, ...] = ()
+    #: The cluster's OIDC provider in RAM; set, it turns on spec.credentials.serviceAccountRef (STS
+    #: AssumeRoleWithOIDC with a TokenRequest token of the promotion's own ServiceAccount).
+    oidc_provider_arn: str | None = None
     #: Prometheus metrics port (0 = off) and liveness probe port (0 = off).
     metrics_port: int = 8080
     health_port: int = 8081
@@ -98,7 +103,18 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
             raise ConfigError(f"--{key.replace('_', '-')} / {ENV_PREFIX}{env_name} must be >= {minimum}")
         return float(value)
 
-    identity = pick("allow_operator_identity", "ALLOW_OPERATOR_IDENTITY")
+    identity_namespaces = [
+        ns
+        for item in listed("operator_identity_namespaces", "OPERATOR_IDENTITY_NAMESPACES", r"[,\s]+")
+        for ns in re.split(r"[,\s]+", item)
+        if ns
+    ]
+    oidc_provider_arn = str(pick("oidc_provider_arn", "OIDC_PROVIDER_ARN") or "").strip() or None
+    if oidc_provider_arn is not None:
+        try:
+            provider_account(oidc_provider_arn)
+        except ValueError as exc:
+            raise ConfigError(f"--oidc-provider-arn / {ENV_PREFIX}OIDC_PROVIDER_ARN: {exc}") from None
     election = pick("leader_election", "LEADER_ELECTION")
     settings = Settings(
         namespaces=tuple(namespaces),
@@ -108,9 +124,8 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
         kms_burst=int(number("kms_burst", "KMS_BURST", int, defaults.kms_burst, 1)),
         kms_timeout=number("kms_timeout", "KMS_TIMEOUT", float, defaults.kms_timeout, 0.1),
         kms_max_attempts=int(number("kms_max_attempts", "KMS_MAX_ATTEMPTS", int, defaults.kms_max_attempts, 1)),
-        allow_operator_identity=identity
-        if isinstance(identity, bool)
-        else _bool(str(identity or ""), ENV_PREFIX + "ALLOW_OPERATOR_IDENTITY"),
+        operator_identity_namespaces=tuple(identity_namespaces),
+        oidc_provider_arn=oidc_provider_arn,
         metrics_port=int(number("metrics_port", "METRICS_PORT", int, defaults.metrics_port, 0)),
         health_port=int(number("health_port", "HEALTH_PORT", int, defaults.health_port, 0)),
         leader_election=election
@@ -134,6 +149,12 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
             )
         ),
     )
+    if ENV_PREFIX + "ALLOW_OPERATOR_IDENTITY" in env:
+        raise ConfigError(
+            f"{ENV_PREFIX}ALLOW_OPERATOR_IDENTITY is gone: name the namespaces whose promotions may use the "
+            f"operator's identity with --operator-identity-namespaces / {ENV_PREFIX}OPERATOR_IDENTITY_NAMESPACES "
+            "(* = all, as before)"
+        )
     if settings.leader_election and not settings.lease_namespace:
         raise ConfigError(
             "--leader-election needs --lease-namespace (env SECRETSTAGE_LEASE_NAMESPACE), "

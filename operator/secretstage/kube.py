@@ -1,4 +1,5 @@
-"""Reads from the Kubernetes API that the operator needs besides kopf's own: credentials Secrets.
+"""Calls to the Kubernetes API that the operator makes besides kopf's own: credentials Secrets,
+ServiceAccounts and their tokens (workload identity), and compare-and-set status writes.
 
 The official ``kubernetes`` client is synchronous; there is one read per promotion attempt, so it
 runs in a worker thread rather than adding a second async Kubernetes client.
@@ -18,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from secretstage.config import KUBE_REQUEST_TIMEOUT
 from secretstage.domain.journal import StaleStatus
-from secretstage.kms import Credentials
+from secretstage.kms import Credentials, CredentialsError
 
 KEY_ID, KEY_SECRET, KEY_TOKEN = "AccessKeyId", "AccessKeySecret", "SecurityToken"
 LIMITS = {KEY_ID: 128, KEY_SECRET: 256, KEY_TOKEN: 16384}
@@ -96,6 +97,53 @@ async def read_credentials(core: k8s.CoreV1Api, namespace: str, name: str) -> Cr
     except Exception as exc:  # connection errors and the like: transient
         raise CredentialsUnavailable(f"cannot read Secret {namespace}/{name}: {type(exc).__name__}") from None
     return credentials_from_secret(secret)
+
+
+async def read_service_account_annotations(core: k8s.CoreV1Api, namespace: str, name: str) -> dict[str, str]:
+    """The annotations of a ServiceAccount (where its RAM role is named)."""
+    try:
+        account = await asyncio.to_thread(
+            core.read_namespaced_service_account, name, namespace, _request_timeout=KUBE_REQUEST_TIMEOUT
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            raise CredentialsNotFound(
+                f"ServiceAccount {namespace}/{name} not found; create it and annotate it with its RAM role"
+            ) from None
+        raise CredentialsUnavailable(
+            f"cannot read ServiceAccount {namespace}/{name}: HTTP {exc.status} {exc.reason}"
+            + (" (the operator needs get on serviceaccounts in this namespace)" if exc.status == 403 else "")
+        ) from None
+    except Exception as exc:
+        raise CredentialsUnavailable(f"cannot read ServiceAccount {namespace}/{name}: {type(exc).__name__}") from None
+    return dict((account.metadata.annotations if account.metadata else None) or {})
+
+
+async def request_token(core: k8s.CoreV1Api, namespace: str, name: str, audience: str, seconds: int) -> str:
+    """A fresh TokenRequest token of a ServiceAccount, for one audience. Never logged, never stored."""
+    body = k8s.AuthenticationV1TokenRequest(
+        spec=k8s.V1TokenRequestSpec(audiences=[audience], expiration_seconds=seconds)
+    )
+    try:
+        answer = await asyncio.to_thread(
+            core.create_namespaced_service_account_token, name, namespace, body, _request_timeout=KUBE_REQUEST_TIMEOUT
+        )
+    except ApiException as exc:
+        hint = {
+            403: "; the operator needs create on serviceaccounts/token in this namespace",
+            404: "; it no longer exists",
+        }.get(exc.status or 0, "")
+        raise CredentialsError(
+            f"cannot get a token of ServiceAccount {namespace}/{name}: HTTP {exc.status} {exc.reason}{hint}"
+        ) from None
+    except Exception as exc:
+        raise CredentialsError(
+            f"cannot get a token of ServiceAccount {namespace}/{name}: {type(exc).__name__}"
+        ) from None
+    token = str(answer.status.token if answer.status else "")
+    if not token:
+        raise CredentialsError(f"the API server returned no token for ServiceAccount {namespace}/{name}")
+    return token
 
 
 GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"

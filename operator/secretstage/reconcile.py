@@ -7,7 +7,7 @@ hands over to ``protocol``. kopf-free, so it can be read and tested without the 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -15,13 +15,15 @@ from typing import Any
 import httpx
 from kubernetes import client as k8s
 
-from secretstage import aftersuccess, kube, protocol
+from secretstage import aftersuccess, identities, kube, protocol
 from secretstage.config import Settings
 from secretstage.domain import outcome as outcomes
+from secretstage.domain.identity import IdentityProblem, role_arn_for
 from secretstage.domain.outcome import AttemptResult
 from secretstage.domain.policy import endpoint_problem
 from secretstage.domain.promotion import InvalidPromotion, PromotionRequest, parse_spec
 from secretstage.domain.status import events_for
+from secretstage.identities import ServiceAccountIdentities
 from secretstage.kms import (
     ConfigurationError,
     CredentialsError,
@@ -52,6 +54,7 @@ class Runtime:
     api: k8s.ApiClient
     metrics: Metrics
     operator_credentials: CredentialsProvider | None = None
+    identities: ServiceAccountIdentities | None = None  # with --oidc-provider-arn: serviceAccountRef
     rng: random.Random = field(default_factory=random.Random)
     locks: protocol.SecretLocks = field(default_factory=protocol.SecretLocks)
     fence: Callable[[], str | None] | None = None  # with leader election: LeaderElector.fence_problem
@@ -89,12 +92,15 @@ def _fail(reason: str, message: str) -> AttemptResult:
 async def _credentials(
     runtime: Runtime, request: PromotionRequest, namespace: str, attempt: int
 ) -> CredentialsProvider | AttemptResult:
+    if request.credentials_service_account:
+        return await _service_account_identity(runtime, request.credentials_service_account, namespace, attempt)
     if request.operator_identity:
-        if not runtime.settings.allow_operator_identity:
+        allowed = runtime.settings.operator_identity_namespaces
+        if "*" not in allowed and namespace not in allowed:
             return _fail(
                 "OperatorIdentityNotAllowed",
-                "spec.credentials.operatorIdentity is not allowed by this "
-                "operator (--allow-operator-identity); use spec.credentials.secretRef",
+                f"spec.credentials.operatorIdentity is not allowed in namespace {namespace} (the operator's "
+                "--operator-identity-namespaces does not list it); use spec.credentials.serviceAccountRef or secretRef",
             )
         if runtime.operator_credentials is None:
             return _fail(
@@ -113,6 +119,43 @@ async def _credentials(
     except (kube.CredentialsInvalid, CredentialsError) as exc:
         return _fail("CredentialsInvalid", str(exc))
     return StaticProvider(creds)
+
+
+async def _service_account_identity(
+    runtime: Runtime, service_account: str, namespace: str, attempt: int
+) -> CredentialsProvider | AttemptResult:
+    """The promotion's own ServiceAccount (same namespace, always), its annotated role, a cached STS session."""
+    if runtime.identities is None:
+        return _fail(
+            "ServiceAccountIdentityNotConfigured",
+            "spec.credentials.serviceAccountRef needs the operator's --oidc-provider-arn (the cluster's OIDC "
+            "provider in RAM); ask the operator's administrators, or use spec.credentials.secretRef",
+        )
+    try:
+        annotations = await kube.read_service_account_annotations(runtime.core, namespace, service_account)
+    except kube.CredentialsNotFound as exc:
+        return AttemptResult(outcome=outcomes.pending("ServiceAccountNotFound", str(exc), attempt, rng=runtime.rng))
+    except kube.CredentialsUnavailable as exc:
+        return AttemptResult(outcome=outcomes.pending("CredentialsUnavailable", str(exc), attempt, rng=runtime.rng))
+    try:
+        role = role_arn_for(namespace, service_account, annotations, runtime.identities.oidc_provider_arn)
+    except IdentityProblem as exc:
+        return _fail(exc.reason, str(exc))
+    return runtime.identities.provider(namespace, service_account, role)
+
+
+def service_account_tokens(api: k8s.ApiClient) -> Callable[[str, str], Callable[[], Awaitable[str]]]:
+    """TokenRequest tokens for STS: a fresh one per exchange, never cached, logged or stored."""
+
+    def source(namespace: str, name: str) -> Callable[[], Awaitable[str]]:
+        async def token() -> str:
+            return await kube.request_token(
+                k8s.CoreV1Api(api), namespace, name, identities.STS_AUDIENCE, identities.TOKEN_SECONDS
+            )
+
+        return token
+
+    return source
 
 
 async def prepare(

@@ -69,12 +69,20 @@ def add_run_parser(sub: Any) -> None:
         "SECRETSTAGE_KMS_MAX_ATTEMPTS)",
     )
     p.add_argument(
-        "--allow-operator-identity",
-        action="store_const",
-        const=True,
-        default=None,
-        help="honour spec.credentials.operatorIdentity: the operator's own RRSA or environment "
-        "credentials (env SECRETSTAGE_ALLOW_OPERATOR_IDENTITY=true)",
+        "--operator-identity-namespaces",
+        dest="operator_identity_namespaces",
+        action="append",
+        metavar="NS",
+        help="namespaces whose promotions may use spec.credentials.operatorIdentity, the operator's own RRSA or "
+        "environment credentials (repeatable or comma-separated; * = all; env "
+        "SECRETSTAGE_OPERATOR_IDENTITY_NAMESPACES); default: none",
+    )
+    p.add_argument(
+        "--oidc-provider-arn",
+        metavar="ARN",
+        help="the cluster's OIDC provider in RAM (ACK: acs:ram::<account>:oidc-provider/ack-rrsa-<cluster-id>); "
+        "turns on spec.credentials.serviceAccountRef: each promotion assumes the RAM role its own "
+        "ServiceAccount is annotated with (env SECRETSTAGE_OIDC_PROVIDER_ARN)",
     )
     p.add_argument(
         "--metrics-port",
@@ -191,10 +199,12 @@ async def _operate(settings: Settings, api: Any) -> int:
     from kubernetes import client as k8s
 
     from secretstage import handlers
+    from secretstage.identities import ServiceAccountIdentities
     from secretstage.kms import CredentialsError, FairGate, TokenBucket, default_provider
+    from secretstage.kms.credentials import sts_endpoint_from_env
     from secretstage.kms.transport import guarded_client
     from secretstage.metrics import Metrics
-    from secretstage.reconcile import Runtime
+    from secretstage.reconcile import Runtime, service_account_tokens
 
     metrics = Metrics()
     if settings.metrics_port:
@@ -216,11 +226,20 @@ async def _operate(settings: Settings, api: Any) -> int:
         ),
     )
     operator_credentials = None
-    if settings.allow_operator_identity:
+    if settings.operator_identity_namespaces:
         try:
             operator_credentials = default_provider(http=http, on_refresh=metrics.credential_refreshes.inc)
         except CredentialsError as exc:
             log.warning("operator identity allowed but not configured: %s", exc)
+    service_accounts = None
+    if settings.oidc_provider_arn:
+        service_accounts = ServiceAccountIdentities(
+            oidc_provider_arn=settings.oidc_provider_arn,
+            sts_endpoint=sts_endpoint_from_env(os.environ),
+            token_source=service_account_tokens(api),
+            http=http,
+            on_refresh=metrics.credential_refreshes.inc,
+        )
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     runtime = Runtime(
         user_agent=f"secretstage-operator/{__version__} ({identity})",
@@ -231,15 +250,18 @@ async def _operate(settings: Settings, api: Any) -> int:
         api=api,
         metrics=metrics,
         operator_credentials=operator_credentials,
+        identities=service_accounts,
         rng=random.Random(),
     )
     runtime_ref.append(runtime)
     log.info(
-        "starting: namespaces=%s endpoints=%s rate=%.1f/s leader-election=%s",
+        "starting: namespaces=%s endpoints=%s rate=%.1f/s leader-election=%s operator-identity=%s serviceAccountRef=%s",
         list(settings.namespaces) or "all",
         list(settings.endpoint_allow),
         settings.kms_rate_limit,
         settings.leader_election,
+        list(settings.operator_identity_namespaces) or "off",
+        f"on (STS {service_accounts.sts_endpoint})" if service_accounts is not None else "off (no --oidc-provider-arn)",
     )
     try:
         elector = None

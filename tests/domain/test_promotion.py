@@ -41,6 +41,15 @@ def test_arn_region() -> None:
         ({"credentials": {}}, "spec.credentials: set exactly one"),
         ({"credentials": {"secretRef": {"name": "k"}, "operatorIdentity": True}}, "spec.credentials: set exactly one"),
         ({"credentials": {"secretRef": {"name": "../etc"}}}, "spec.credentials.secretRef.name"),
+        (
+            {"credentials": {"secretRef": {"name": "k"}, "serviceAccountRef": {"name": "sa"}}},
+            "spec.credentials: set exactly one",
+        ),
+        (
+            {"credentials": {"serviceAccountRef": {"name": "promoter", "namespace": "other-team"}}},
+            "spec.credentials.serviceAccountRef: takes only name",
+        ),
+        ({"credentials": {"serviceAccountRef": {"name": "Promoter!"}}}, "spec.credentials.serviceAccountRef.name"),
         ({"precondition": {"currentVersion": "v 1"}}, "spec.precondition.currentVersion"),
         ({"dryRun": "true"}, "spec.dryRun"),
     ],

@@ -19,6 +19,12 @@ BASE: dict[str, Any] = {
 }
 
 
+EXACTLY_ONE = (
+    "set exactly one of credentials.secretRef.name, credentials.serviceAccountRef.name or "
+    "credentials.operatorIdentity=true"
+)
+
+
 def without(key: str) -> dict[str, Any]:
     return {k: v for k, v in BASE.items() if k != key}
 
@@ -62,12 +68,22 @@ CASES = [
     (
         "both-credentials",
         {**BASE, "credentials": {"secretRef": {"name": "kms"}, "operatorIdentity": True}},
-        "set exactly one of credentials.secretRef.name or credentials.operatorIdentity=true",
+        EXACTLY_ONE,
     ),
     (
         "neither-credential",
         {**BASE, "credentials": {"operatorIdentity": False}},
-        "set exactly one of credentials.secretRef.name or credentials.operatorIdentity=true",
+        EXACTLY_ONE,
+    ),
+    (
+        "secret-and-service-account",
+        {**BASE, "credentials": {"secretRef": {"name": "kms"}, "serviceAccountRef": {"name": "promoter"}}},
+        EXACTLY_ONE,
+    ),
+    (
+        "service-account-ref-bad-name",
+        {**BASE, "credentials": {"serviceAccountRef": {"name": "Promoter"}}},
+        "spec.credentials.serviceAccountRef.name in body should match",
     ),
     (
         "secret-ref-bad-name",
@@ -97,3 +113,22 @@ def test_rejected_at_admission(
 def test_valid_base_is_accepted(promotions: Promotions, crd: None, namespace: str) -> None:
     created = promotions.create(namespace, "good", BASE)
     assert created["spec"] == BASE  # no server-side defaults: nothing for Argo CD to see as drift
+
+
+def test_service_account_ref_has_no_namespace_field(promotions: Promotions, crd: None, namespace: str) -> None:
+    """A promotion cannot point at another namespace's ServiceAccount: the field does not exist. Strict
+    field validation (kubectl's default) refuses it; a lenient client's copy is pruned to the name."""
+    spec = {**BASE, "credentials": {"serviceAccountRef": {"name": "promoter", "namespace": "kube-system"}}}
+    body = {
+        "apiVersion": "secretstage.io/v1alpha1",
+        "kind": "SecretStagePromotion",
+        "metadata": {"name": "strict"},
+        "spec": spec,
+    }
+    with pytest.raises(ApiException) as err:
+        promotions.api.create_namespaced_custom_object(
+            "secretstage.io", "v1alpha1", namespace, "secretstagepromotions", body, field_validation="Strict"
+        )
+    assert 'unknown field "spec.credentials.serviceAccountRef.namespace"' in json.loads(err.value.body)["message"]
+    created = promotions.create(namespace, "lenient", spec)
+    assert created["spec"]["credentials"] == {"serviceAccountRef": {"name": "promoter"}}

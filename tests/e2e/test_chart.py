@@ -28,6 +28,8 @@ TEST_HOOK = [
     "tests.regionId=cn-hangzhou",
 ]
 
+OIDC_PROVIDER = "acs:ram::1234567890123456:oidc-provider/ack-rrsa-c1"
+
 
 def render(cluster: Cluster, *args: str, release: str = "r") -> list[dict[str, Any]]:
     out = cluster.helm("template", release, CHART, "-n", "secretstage-system", *args).stdout
@@ -65,7 +67,21 @@ def test_helm_lint(cluster: Cluster) -> None:
         pytest.param([], id="default"),
         pytest.param(["--set", "watch.namespaces={NS1,NS2}"], id="namespaced"),
         pytest.param(["--set", "replicaCount=3", "--set", "podDisruptionBudget.enabled=true"], id="ha"),
-        pytest.param(["--set", "rrsa.enabled=true", "--set", "rrsa.roleName=secretstage-promoter"], id="rrsa"),
+        pytest.param(
+            [
+                "--set",
+                "rrsa.enabled=true",
+                "--set",
+                "rrsa.roleName=secretstage-promoter",
+                "--set",
+                "rrsa.allowedNamespaces={NS1}",
+            ],
+            id="rrsa",
+        ),
+        pytest.param(
+            ["--set", "serviceAccountIdentity.oidcProviderArn=" + OIDC_PROVIDER, "--set", "watch.namespaces={NS1,NS2}"],
+            id="service-account-identity",
+        ),
         pytest.param(["--set", "metrics.enabled=false"], id="metrics-off"),
         pytest.param(
             ["--set", "networkPolicy.enabled=true", "--set", "image.digest=sha256:" + "a" * 64, *TEST_HOOK],
@@ -113,8 +129,50 @@ def test_rendering_choices(cluster: Cluster) -> None:
     assert "dryRun: true" in script
     assert "kubectl wait --for=condition=Succeeded" in script
     assert not [d for d in render(cluster) if d["kind"] == "Pod"]
-    rrsa = {d["kind"]: d for d in render(cluster, "--set", "rrsa.enabled=true", "--set", "rrsa.roleName=role1")}
+    rrsa = {
+        d["kind"]: d
+        for d in render(
+            cluster,
+            "--set",
+            "rrsa.enabled=true",
+            "--set",
+            "rrsa.roleName=role1",
+            "--set",
+            "rrsa.allowedNamespaces={a,b}",
+        )
+    }
     assert rrsa["ServiceAccount"]["metadata"]["annotations"] == {"pod-identity.alibabacloud.com/role-name": "role1"}
+    env = {e["name"]: e.get("value") for e in rrsa["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SECRETSTAGE_OPERATOR_IDENTITY_NAMESPACES"] == "a,b"
+    assert "SECRETSTAGE_OPERATOR_IDENTITY_NAMESPACES" not in {
+        e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+
+
+def token_rules(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Role/ClusterRole (by namespace, "" = cluster) -> its rules about ServiceAccounts."""
+    return {
+        d["metadata"].get("namespace", ""): [r for r in d["rules"] if "serviceaccounts" in str(r["resources"])]
+        for d in docs
+        if d["kind"] in ("Role", "ClusterRole") and d["metadata"]["name"] == "r-secretstage-operator"
+    }
+
+
+def test_service_account_tokens_only_with_service_account_identity_and_only_where_watched(cluster: Cluster) -> None:
+    assert token_rules(render(cluster)) == {"": []}
+    assert token_rules(render(cluster, "--set", "watch.namespaces={a,b}")) == {"a": [], "b": []}
+    on = ("--set", "serviceAccountIdentity.oidcProviderArn=" + OIDC_PROVIDER)
+    expected = [
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
+    ]
+    assert token_rules(render(cluster, *on, "--set", "watch.namespaces={a,b}")) == {"a": expected, "b": expected}
+    docs = render(cluster, *on, "--set", "serviceAccountIdentity.stsEndpoint=https://sts-vpc.cn-hangzhou.aliyuncs.com")
+    assert token_rules(docs) == {"": expected}
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SECRETSTAGE_OIDC_PROVIDER_ARN"] == OIDC_PROVIDER
+    assert env["ALIBABA_CLOUD_STS_ENDPOINT"] == "https://sts-vpc.cn-hangzhou.aliyuncs.com"
 
 
 @pytest.mark.parametrize(
@@ -125,7 +183,13 @@ def test_rendering_choices(cluster: Cluster) -> None:
         (["--set", "operator.logformat=json"], "additional properties 'logformat' not allowed"),
         (["--set", "operator.logFormat=xml"], "/operator/logFormat"),
         (["--set", "image.digest=latest"], "/image/digest"),
-        (["--set", "rrsa.enabled=true"], "rrsa.roleName is required"),
+        (["--set", "rrsa.enabled=true", "--set", "rrsa.allowedNamespaces={*}"], "rrsa.roleName is required"),
+        (["--set", "rrsa.enabled=true", "--set", "rrsa.roleName=r"], "rrsa.allowedNamespaces: list the namespaces"),
+        (
+            ["--set", "serviceAccountIdentity.oidcProviderArn=acs:ram::1:role/x"],
+            "/serviceAccountIdentity/oidcProviderArn",
+        ),
+        (["--set", "operator.maxWorkers=100"], "additional properties 'maxWorkers' not allowed"),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(cluster: Cluster, args: list[str], message: str) -> None:

@@ -1,14 +1,17 @@
-"""spec.credentials.operatorIdentity with RRSA: the operator exchanges its OIDC token at STS (the emulator's)."""
+"""spec.credentials.operatorIdentity with RRSA: the operator exchanges its OIDC token at STS (the emulator's),
+for the namespaces it is allowed in."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s
 
 from tests.cluster import Cluster
-from tests.harness import SECRETS, EmulatorProcess, OperatorProcess, Promotions, spec_for
+from tests.harness import SECRETS, EmulatorProcess, OperatorProcess, Promotions, condition, spec_for
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c3M6b3AifQ.c2ln"
 
@@ -21,6 +24,9 @@ def emulator(tmp_path: Path) -> Iterator[EmulatorProcess]:
 
 
 def test_rrsa_identity(cluster: Cluster, crd: None, namespace: str, emulator: EmulatorProcess, tmp_path: Path) -> None:
+    """Only namespaces listed in --operator-identity-namespaces may use the operator's own identity."""
+    other = "t-" + uuid.uuid4().hex[:10]
+    k8s.CoreV1Api(cluster.api).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=other)))
     token = tmp_path / "token"
     token.write_text(JWT)
     env = {
@@ -35,7 +41,10 @@ def test_rrsa_identity(cluster: Cluster, crd: None, namespace: str, emulator: Em
         emulator.url,
         "--namespace",
         namespace,
-        "--allow-operator-identity",
+        "--namespace",
+        other,
+        "--operator-identity-namespaces",
+        namespace,
         name="rrsa-op",
         env=env,
     )
@@ -55,6 +64,14 @@ def test_rrsa_identity(cluster: Cluster, crd: None, namespace: str, emulator: Em
         assert {h["access_key_id"][:4] for h in updates} == {"STS."}
         assert emulator.calls()["sts_exchanges"] == 1  # cached and shared across promotions
         assert "secretstage_credential_refreshes_total 1.0" in op.metrics()
+        secret = emulator.seed("rrsa/other", "v1", "v2")
+        spec = spec_for(emulator, secret, moveToVersion="v2", credentials={"operatorIdentity": True})
+        promotions.create(other, "p", spec)
+        obj = promotions.wait_phase(other, "p", "Failed")
+        assert condition(obj, "Succeeded")["reason"] == "OperatorIdentityNotAllowed", obj["status"]
+        assert "--operator-identity-namespaces" in condition(obj, "Succeeded")["message"]
+        assert emulator.holder(secret, "ACSCurrent") == "v1"
     finally:
         op.stop()
+        k8s.CoreV1Api(cluster.api).delete_namespace(other)
     assert not [s for s in SECRETS if s in op.log_text()]

@@ -136,6 +136,8 @@ async def test_rrsa_failure_is_shared_by_concurrent_callers(kms: RunningEmulator
     kms.emulator.faults = {"AssumeRoleWithOIDC": Faults(unavailable=1.0)}
     results = await asyncio.gather(*(provider.get() for _ in range(10)), return_exceptions=True)
     assert all(isinstance(r, KmsApiError) and r.code == "ServiceUnavailableTemporary" for r in results), results
+    # a 5xx from STS says nothing about KMS: no KMS request was built, so a move cannot have been applied
+    assert not any(isinstance(r, KmsApiError) and r.maybe_applied for r in results)
     assert provider.attempts == 1
     with pytest.raises(KmsApiError):  # within the hold: the same answer, no new request
         await provider.get()
@@ -166,5 +168,5 @@ async def test_rrsa_malformed_answer_is_a_clear_retryable_error(tmp_path: Path) 
             await provider.get()
     finally:
         await runner.cleanup()
-    assert (err.value.code, err.value.retryable) == ("SDK.InvalidResponse", True)
+    assert (err.value.code, err.value.retryable, err.value.maybe_applied) == ("SDK.InvalidResponse", True, False)
     assert "AccessKeyId, AccessKeySecret and SecurityToken" in err.value.message

@@ -69,6 +69,15 @@ app.kubernetes.io/part-of: secretstage-operator
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+{{- if .Values.serviceAccountIdentity.oidcProviderArn }}
+# spec.credentials.serviceAccountRef: read the ServiceAccount's role annotation, then a short-lived token of it
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["serviceaccounts/token"]
+  verbs: ["create"]
+{{- end }}
 {{- if .Values.afterSuccess.restartWorkloads }}
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]

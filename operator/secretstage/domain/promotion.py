@@ -53,6 +53,7 @@ class PromotionRequest:
     endpoint: str | None = None
     signature: str = "ACS3-HMAC-SHA256"
     credentials_secret: str | None = None
+    credentials_service_account: str | None = None  # its namespace is the promotion's, always
     operator_identity: bool = False
     precondition_current_version: str | None = None
     verify: bool = True
@@ -91,6 +92,23 @@ def _text(
         problems.append(Problem(path, f"{shown!r} is not valid; {hint}"))
         return None
     return value
+
+
+def _reference(creds: Mapping[str, Any], key: str, what: str, problems: list[Problem]) -> str | None:
+    """``spec.credentials.<key>.name``: a name only, so it always means an object of the promotion's own namespace."""
+    ref = creds.get(key)
+    if ref is None:
+        return None
+    if not isinstance(ref, Mapping) or set(ref) - {"name"}:
+        problems.append(
+            Problem(f"spec.credentials.{key}", f"takes only name: {what} in this namespace (no namespace field)")
+        )
+        return None
+    name = ref.get("name")
+    if not (isinstance(name, str) and re.match(K8S_NAME, name)):
+        problems.append(Problem(f"spec.credentials.{key}.name", f"must be the name of {what} in this namespace"))
+        return None
+    return name
 
 
 def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
@@ -136,18 +154,16 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
     creds = spec.get("credentials") or {}
     if not isinstance(creds, Mapping):
         creds = {}
-    secret_ref = creds.get("secretRef") or {}
-    ref_name = secret_ref.get("name") if isinstance(secret_ref, Mapping) else None
-    if ref_name is not None and not (isinstance(ref_name, str) and re.match(K8S_NAME, ref_name)):
-        problems.append(Problem("spec.credentials.secretRef.name", "must be the name of a Secret in this namespace"))
-        ref_name = None
+    ref_name = _reference(creds, "secretRef", "a Secret", problems)
+    service_account = _reference(creds, "serviceAccountRef", "a ServiceAccount", problems)
     operator_identity = creds.get("operatorIdentity") is True
-    if bool(ref_name) == operator_identity:
+    if [bool(ref_name), bool(service_account), operator_identity].count(True) != 1:
         problems.append(
             Problem(
                 "spec.credentials",
-                "set exactly one of secretRef.name (a Secret in this namespace "
-                "with AccessKeyId and AccessKeySecret) or operatorIdentity: true",
+                "set exactly one of secretRef.name (a Secret in this namespace with AccessKeyId and "
+                "AccessKeySecret), serviceAccountRef.name (a ServiceAccount in this namespace annotated with "
+                "its RAM role) or operatorIdentity: true",
             )
         )
 
@@ -190,6 +206,7 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
         endpoint=endpoint,
         signature=str(signature),
         credentials_secret=ref_name,
+        credentials_service_account=service_account,
         operator_identity=operator_identity,
         precondition_current_version=current,
         verify=spec.get("verify", True) is not False,

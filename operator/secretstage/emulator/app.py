@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from secretstage.emulator.identity import IdentityConfig, OidcVerifier, StsDenied
 from secretstage.emulator.state import KmsFault, Store
 from secretstage.kms import signing
 
@@ -82,6 +83,7 @@ class AccessKey:
     secret: str = field(repr=False)
     security_token: str | None = field(default=None, repr=False)
     expiration: float | None = None
+    role: str | None = None  # STS credentials of a checked role: limited to the role's current permission policy
 
 
 @dataclass
@@ -112,11 +114,23 @@ class Emulator:
         self.history: list[dict[str, Any]] = []  # one entry per authenticated call (no secret values)
         self.sts_exchanges = 0
         self.last_request_ts: list[float] = []  # monotonic arrival times, for rate-limit tests
+        # None: no identity configuration, AssumeRoleWithOIDC takes any well-formed JWT and its
+        # credentials reach every secret (docs/emulator.md, "STS without identity checks").
+        self.identity: OidcVerifier | None = None
 
     def add_key(
-        self, access_key_id: str, secret: str, security_token: str | None = None, expiration: float | None = None
+        self,
+        access_key_id: str,
+        secret: str,
+        security_token: str | None = None,
+        expiration: float | None = None,
+        *,
+        role: str | None = None,
     ) -> None:
-        self.keys[access_key_id] = AccessKey(secret, security_token, expiration)
+        self.keys[access_key_id] = AccessKey(secret, security_token, expiration, role)
+
+    def set_identity(self, config: IdentityConfig | None) -> None:
+        self.identity = None if config is None else OidcVerifier(config, clock=self.clock)
 
     # --- aiohttp wiring ---
 
@@ -128,6 +142,7 @@ class Emulator:
         app.router.add_get("/_emulator/calls", self.admin_calls)
         app.router.add_post("/_emulator/reset", self.admin_reset_counters)
         app.router.add_put("/_emulator/config", self.admin_put_config)
+        app.router.add_put("/_emulator/identity", self.admin_put_identity)
         app.router.add_route("*", "/", self.handle)
         return app
 
@@ -156,7 +171,7 @@ class Emulator:
                     "ServiceUnavailableTemporary", 503, "Service is temporary unavailable, please try again later."
                 )
             if action == "AssumeRoleWithOIDC" and version == STS_VERSION:
-                return self._ok(self.assume_role_with_oidc(params, request_id), request_id)
+                return self._ok(await self.assume_role_with_oidc(params, request_id), request_id)
             if action not in KMS_ACTIONS or version != KMS_VERSION:
                 raise GatewayError(
                     "InvalidAction.NotFound",
@@ -178,10 +193,9 @@ class Emulator:
                     if k in params
                 },
             }
-            self.history.append(entry)
-            if len(self.history) > 20000:
-                del self.history[:-10000]
+            self._record(entry)
             try:
+                self.authorize(access_key_id, action, params)
                 result = self.dispatch(action, params)
             except KmsFault as fault:
                 entry["code"] = fault.code
@@ -210,6 +224,11 @@ class Emulator:
                 "RequestId": request_id,
             }
             return web.json_response(kms_body, status=fault.status)
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        self.history.append(entry)
+        if len(self.history) > 20000:
+            del self.history[:-10000]
 
     async def _delay(self, faults: Faults) -> None:
         delay = faults.latency_ms
@@ -357,6 +376,25 @@ class Emulator:
         self._use_nonce(headers["x-acs-signature-nonce"])
         return fields["Credential"]
 
+    # --- authorization ---
+
+    def authorize(self, access_key_id: str, action: str, params: Mapping[str, str]) -> None:
+        """A role's STS credentials reach only what the role's permission policy allows."""
+        key = self.keys[access_key_id]
+        if key.role is None:
+            return  # a static key or an unchecked-STS key: the account's own, everything allowed
+        # As RAM: the role's policy as it is now, not as it was when the session began.
+        role = self.identity.config.roles.get(key.role) if self.identity is not None else None
+        permissions = role.permissions if role is not None else None
+        name = params.get("SecretName", "")
+        if name.startswith("acs:kms:"):
+            resource = name
+        else:
+            resource = f"acs:kms:{self.store.region}:{self.store.account}:secret/{name}" if name else "*"
+        if permissions is None or not permissions.allows(f"kms:{action}", resource=resource):
+            # Code and HTTP status as KMS's error table; the message is inferred (docs/emulator.md).
+            raise KmsFault("Forbidden.NoPermission", 403, "This operation is forbidden by permission system.")
+
     # --- operations ---
 
     def dispatch(self, action: str, p: dict[str, str]) -> dict[str, Any]:
@@ -444,24 +482,48 @@ class Emulator:
             return {"SecretName": secret.name, "PlannedDeleteTime": now}
         raise AssertionError(action)
 
-    def assume_role_with_oidc(self, p: dict[str, str], request_id: str) -> dict[str, Any]:
-        """Anonymous STS exchange; issues real, expiring credentials that this emulator then accepts."""
-        self._require(p, "RoleArn", "OIDCProviderArn", "OIDCToken", "RoleSessionName")
-        token = p["OIDCToken"]
-        if token.count(".") != 2 or not 4 <= len(token) <= 20000:
-            raise GatewayError("InvalidParameter.OIDCToken", 400, "The parameter OIDCToken is not a valid JWT.")
-        if not p["RoleArn"].startswith("acs:ram::") or ":role/" not in p["RoleArn"]:
-            raise GatewayError("InvalidParameter.RoleArn", 400, "The parameter RoleArn is wrongly formed.")
-        duration = _positive_int(p.get("DurationSeconds"), 3600, "DurationSeconds")
-        if not 900 <= duration <= 43200:
-            raise GatewayError(
-                "InvalidParameter.DurationSeconds", 400, "DurationSeconds must be between 900 and 43200."
-            )
+    async def assume_role_with_oidc(self, p: dict[str, str], request_id: str) -> dict[str, Any]:
+        """Anonymous STS exchange; issues real, expiring credentials that this emulator then accepts.
+
+        With an identity configuration the token and the role's trust policy are checked for real
+        (``identity.OidcVerifier``) and the credentials carry the role's permission policy.
+        """
+        entry: dict[str, Any] = {
+            "action": "AssumeRoleWithOIDC",
+            "request_id": request_id,
+            "role": p.get("RoleArn", ""),
+            "at": time.monotonic(),
+        }
+        self._record(entry)
+        try:
+            self._require(p, "RoleArn", "OIDCProviderArn", "OIDCToken", "RoleSessionName")
+            token = p["OIDCToken"]
+            if token.count(".") != 2 or not 4 <= len(token) <= 20000:
+                raise GatewayError("InvalidParameter.OIDCToken", 400, "The parameter OIDCToken is not a valid JWT.")
+            if not p["RoleArn"].startswith("acs:ram::") or ":role/" not in p["RoleArn"]:
+                raise GatewayError("InvalidParameter.RoleArn", 400, "The parameter RoleArn is wrongly formed.")
+            duration = _positive_int(p.get("DurationSeconds"), 3600, "DurationSeconds")
+            if not 900 <= duration <= 43200:
+                raise GatewayError(
+                    "InvalidParameter.DurationSeconds", 400, "DurationSeconds must be between 900 and 43200."
+                )
+            if self.identity is not None:
+                try:
+                    verified = await self.identity.verify(p["RoleArn"], p["OIDCProviderArn"], token)
+                except StsDenied as denied:
+                    raise GatewayError(denied.code, denied.status, denied.message) from None
+                entry["subject"] = verified.subject
+        except GatewayError as err:
+            entry["code"] = err.code
+            raise
+        entry["code"] = "Success"
         expiration = self.clock() + duration
         ak = "STS." + uuid.uuid4().hex[:24]
         secret = uuid.uuid4().hex + uuid.uuid4().hex
         token_value = "CAIS" + base64.b64encode(uuid.uuid4().bytes * 4).decode()
-        self.add_key(ak, secret, token_value, expiration)
+        checked_role = p["RoleArn"] if self.identity is not None else None
+        self.add_key(ak, secret, token_value, expiration, role=checked_role)
+        entry["access_key_id"] = ak
         self.sts_exchanges += 1
         role = p["RoleArn"].split(":role/", 1)[1]
         return {
@@ -514,6 +576,15 @@ class Emulator:
         self.history.clear()
         self.sts_exchanges = 0
         return web.json_response({})
+
+    async def admin_put_identity(self, request: web.Request) -> web.Response:
+        """Replace the identity configuration (the --identity-config format, as JSON; null = checks off)."""
+        try:
+            data = await request.json()
+            self.set_identity(None if data is None else IdentityConfig.from_dict(data))
+        except (ValueError, OSError) as exc:  # PolicyError is a ValueError
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"identityChecks": self.identity is not None})
 
     async def admin_put_config(self, request: web.Request) -> web.Response:
         try:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from secretstage.emulator.app import Emulator, EmulatorConfig, Faults
+from secretstage.emulator.identity import IdentityConfig
 from secretstage.emulator.state import Store
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def build(
     account: str = "1234567890123456",
     switches: dict[str, object] | None = None,
     faults: dict[str, Faults] | None = None,
+    identity: IdentityConfig | None = None,
 ) -> Emulator:
     store = Store(region=region, account=account)
     store.configure(**(switches or {}))
@@ -52,6 +54,7 @@ def build(
     emulator = Emulator(store, config=EmulatorConfig(state_file=state_file))
     emulator.add_key(access_key_id, access_key_secret, security_token)
     emulator.faults = dict(faults or {})
+    emulator.set_identity(identity)
     return emulator
 
 
@@ -63,5 +66,10 @@ async def run_forever(emulator: Emulator, host: str, port: int) -> None:
     async with serve(emulator, host, port) as url:
         print(f"listening on {url}", flush=True)
         log.info("KMS emulator ready at %s (region %s, %s)", url, emulator.store.region, emulator.store.switches())
+        if emulator.identity is None:
+            log.warning(
+                "STS without identity checks (no --identity-config): AssumeRoleWithOIDC takes any well-formed "
+                "JWT, and the credentials it issues reach every secret"
+            )
         await stop.wait()
     print("emulator stopped", file=sys.stderr, flush=True)

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -104,13 +104,18 @@ def sts_endpoint_from_env(environ: Mapping[str, str]) -> str:
     return "https://sts.aliyuncs.com"
 
 
-class RrsaProvider:
-    """ACK RRSA: exchange the projected OIDC token for STS credentials with AssumeRoleWithOIDC.
+#: Where an OIDC token comes from: read anew for every exchange (tokens are short-lived and rotate).
+TokenSource = Callable[[], Awaitable[str]]
 
-    The token file is re-read on every exchange (the kubelet rotates it). Credentials are cached
-    until ``refresh_margin`` seconds before they expire. Concurrent callers share one exchange, and
-    its failure too: a failed exchange is not retried by each waiting caller in turn, and callers
-    that arrive within ``failure_hold`` seconds get the same error without another STS request.
+
+class OidcRoleProvider:
+    """STS AssumeRoleWithOIDC: exchange an OIDC token for a role's temporary credentials.
+
+    The token is fetched anew for every exchange. Credentials are cached until ``refresh_margin``
+    seconds before they expire. Concurrent callers share one exchange, and its failure too: a
+    failed exchange is not retried by each waiting caller in turn, and callers that arrive within
+    ``failure_hold`` seconds get the same error without another STS request. Every error is raised
+    before any KMS request is built, so none of them means "a KMS call may have been applied".
     """
 
     def __init__(
@@ -118,7 +123,7 @@ class RrsaProvider:
         *,
         role_arn: str,
         oidc_provider_arn: str,
-        oidc_token_file: str,
+        token: TokenSource,
         sts_endpoint: str = "https://sts.aliyuncs.com",
         session_name: str = "secretstage-operator",
         duration_seconds: int = 3600,
@@ -127,17 +132,12 @@ class RrsaProvider:
         clock: Callable[[], float] = time.time,
         on_refresh: Callable[[], None] | None = None,
         failure_hold: float = 2.0,
+        source: str = "oidc",
     ) -> None:
-        for name, value in (
-            (ENV_ROLE_ARN, role_arn),
-            (ENV_OIDC_PROVIDER_ARN, oidc_provider_arn),
-            (ENV_OIDC_TOKEN_FILE, oidc_token_file),
-        ):
-            if not value:
-                raise CredentialsError(f"RRSA needs {name}; it is empty")
         self.role_arn = role_arn
         self.oidc_provider_arn = oidc_provider_arn
-        self.oidc_token_file = oidc_token_file
+        self._token = token
+        self.source = source
         self.sts_endpoint = sts_endpoint.rstrip("/")
         self.session_name = session_name
         self.duration_seconds = duration_seconds
@@ -154,22 +154,9 @@ class RrsaProvider:
         self.exchanges = 0
         self.attempts = 0  # STS requests tried, successful or not
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> RrsaProvider:
-        env = os.environ if environ is None else environ
-        return cls(
-            role_arn=env.get(ENV_ROLE_ARN, ""),
-            oidc_provider_arn=env.get(ENV_OIDC_PROVIDER_ARN, ""),
-            oidc_token_file=env.get(ENV_OIDC_TOKEN_FILE, ""),
-            sts_endpoint=sts_endpoint_from_env(env),
-            session_name=env.get(ENV_ROLE_SESSION_NAME) or "secretstage-operator",
-            **kwargs,
-        )
-
-    @staticmethod
-    def configured(environ: Mapping[str, str] | None = None) -> bool:
-        env = os.environ if environ is None else environ
-        return all(env.get(k) for k in (ENV_ROLE_ARN, ENV_OIDC_PROVIDER_ARN, ENV_OIDC_TOKEN_FILE))
+    @property
+    def cached(self) -> Credentials | None:
+        return self._cached
 
     def _fresh(self, creds: Credentials | None) -> bool:
         return creds is not None and (
@@ -199,13 +186,8 @@ class RrsaProvider:
             self._inflight = None
 
     async def _exchange(self) -> Credentials:
-        try:
-            token = (await asyncio.to_thread(_read_text, self.oidc_token_file)).strip()
-        except OSError as exc:
-            raise CredentialsError(
-                f"cannot read the RRSA token file {ENV_OIDC_TOKEN_FILE}={self.oidc_token_file}: "
-                f"{exc.strerror}; check the pod's projected ServiceAccount token volume"
-            ) from None
+        token = (await self._token()).strip()
+        redaction.register(token)
         params = {
             "Action": "AssumeRoleWithOIDC",
             "Version": "2015-04-01",
@@ -227,6 +209,7 @@ class RrsaProvider:
                 code="SDK.ServerUnreachable",
                 message=f"STS {self.sts_endpoint} unreachable: {type(exc).__name__}",
                 action="AssumeRoleWithOIDC",
+                sent=False,  # no KMS request was sent: whatever happened at STS changed nothing in KMS
             ) from None
         finally:
             if self._http is None:
@@ -238,6 +221,7 @@ class RrsaProvider:
                 code="SDK.InvalidResponse",
                 message=f"STS returned HTTP {response.status_code} without a JSON body",
                 action="AssumeRoleWithOIDC",
+                sent=False,
             ) from None
         if response.status_code != 200 or "Credentials" not in body:
             raise KmsApiError(
@@ -246,6 +230,7 @@ class RrsaProvider:
                 request_id=str(body.get("RequestId", "")),
                 http_status=response.status_code,
                 action="AssumeRoleWithOIDC",
+                maybe_applied=False,
             )
         c = body["Credentials"]
         try:
@@ -260,13 +245,15 @@ class RrsaProvider:
                 code="SDK.InvalidResponse",
                 message=f"STS answered AssumeRoleWithOIDC without {missing} (RequestId {body.get('RequestId', '')})",
                 action="AssumeRoleWithOIDC",
+                sent=False,
             ) from None
         expires = expiration.replace(tzinfo=UTC).timestamp()
         self.exchanges += 1
         if self._on_refresh:
             self._on_refresh()
         log.info(
-            "RRSA credentials refreshed (role %s, AccessKeyId %s, expires %s, RequestId %s)",
+            "STS credentials refreshed (%s, role %s, AccessKeyId %s, expires %s, RequestId %s)",
+            self.source,
             self.role_arn,
             c["AccessKeyId"],
             c["Expiration"],
@@ -277,8 +264,53 @@ class RrsaProvider:
             access_key_secret=c["AccessKeySecret"],
             security_token=c["SecurityToken"],
             expiration=expires,
-            source="rrsa",
+            source=self.source,
         )
+
+
+class RrsaProvider(OidcRoleProvider):
+    """ACK RRSA: the operator's own identity, from the token file the pod identity webhook projects.
+
+    The file is re-read on every exchange (the kubelet rotates it).
+    """
+
+    def __init__(self, *, role_arn: str, oidc_provider_arn: str, oidc_token_file: str, **kwargs: Any) -> None:
+        for name, value in (
+            (ENV_ROLE_ARN, role_arn),
+            (ENV_OIDC_PROVIDER_ARN, oidc_provider_arn),
+            (ENV_OIDC_TOKEN_FILE, oidc_token_file),
+        ):
+            if not value:
+                raise CredentialsError(f"RRSA needs {name}; it is empty")
+        self.oidc_token_file = oidc_token_file
+        kwargs.setdefault("source", "rrsa")
+        super().__init__(role_arn=role_arn, oidc_provider_arn=oidc_provider_arn, token=self._read_token, **kwargs)
+
+    async def _read_token(self) -> str:
+        try:
+            return await asyncio.to_thread(_read_text, self.oidc_token_file)
+        except OSError as exc:
+            raise CredentialsError(
+                f"cannot read the RRSA token file {ENV_OIDC_TOKEN_FILE}={self.oidc_token_file}: "
+                f"{exc.strerror}; check the pod's projected ServiceAccount token volume"
+            ) from None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> RrsaProvider:
+        env = os.environ if environ is None else environ
+        return cls(
+            role_arn=env.get(ENV_ROLE_ARN, ""),
+            oidc_provider_arn=env.get(ENV_OIDC_PROVIDER_ARN, ""),
+            oidc_token_file=env.get(ENV_OIDC_TOKEN_FILE, ""),
+            sts_endpoint=sts_endpoint_from_env(env),
+            session_name=env.get(ENV_ROLE_SESSION_NAME) or "secretstage-operator",
+            **kwargs,
+        )
+
+    @staticmethod
+    def configured(environ: Mapping[str, str] | None = None) -> bool:
+        env = os.environ if environ is None else environ
+        return all(env.get(k) for k in (ENV_ROLE_ARN, ENV_OIDC_PROVIDER_ARN, ENV_OIDC_TOKEN_FILE))
 
 
 def _read_text(path: str) -> str:
