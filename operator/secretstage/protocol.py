@@ -318,6 +318,9 @@ class Attempt:
         await self._write(Outcome(Kind.RETRY, "Promoting", f"{call.describe()}: calling KMS"))
         try:
             request_id = await self._update(call)
+        except CredentialsError:
+            result.move = self.unconfirmed  # no credentials, no request: this move was never sent
+            raise
         except KmsError as exc:
             if exc.maybe_applied:
                 result.move = result.move.lost()

@@ -23,7 +23,7 @@ from secretstage import protocol
 from secretstage.domain.journal import Journal, StaleStatus
 from secretstage.domain.promotion import ACS_CURRENT, ACS_PREVIOUS, PromotionRequest
 from secretstage.emulator.state import KmsFault, Store
-from secretstage.kms import KmsApiError, KmsTransportError
+from secretstage.kms import CredentialsError, KmsApiError, KmsTransportError
 from secretstage.kms.models import SecretVersion, StageUpdate, VersionList
 
 SECRET = "app/db"
@@ -31,7 +31,8 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 # Faults by kind of await point. "foreign" = another pipeline moves the stage just before the call
 # lands; "rival" = another promotion of the same secret in this operator starts now.
-KMS_READ_FAULTS = ("crash", "throttle", "foreign", "rival")
+# "credentials": the credentials provider fails before anything is sent (an STS exchange, a token).
+KMS_READ_FAULTS = ("crash", "throttle", "credentials", "foreign", "rival")
 # "late": the request times out on the client and lands at KMS at the next await point; "later":
 # four points on (typically inside the next attempt, after it read the stage still unmoved).
 KMS_MOVE_FAULTS = (
@@ -42,6 +43,7 @@ KMS_MOVE_FAULTS = (
     "late",
     "later",
     "throttle",
+    "credentials",
     "foreign",
     "rival",
 )
@@ -293,6 +295,8 @@ class FakeKms:
         fault = await self.world.point("kms.read", self.who)
         if fault == "throttle":
             raise KmsApiError(code="Throttling", message="QPS", http_status=400, request_id=self.world.request_id())
+        if fault == "credentials":
+            raise CredentialsError("cannot get a token of ServiceAccount ns/promoter: HTTP 500")
         _, versions = self.world.kms.list_versions(secret_name, include_deprecated)
         return VersionList(
             secret_name,
@@ -315,6 +319,8 @@ class FakeKms:
             raise KmsApiError(code="Throttling", message="QPS", http_status=400, request_id=rid)
         if fault == "timeout-before":
             raise KmsTransportError(code="SDK.ReadTimeout", message="timeout")
+        if fault == "credentials":
+            raise CredentialsError("cannot get a token of ServiceAccount ns/promoter: HTTP 500")
         if fault in ("late", "later"):
             lands = len(world.points) + (0 if fault == "late" else 4)
             world.late.append((lands, (self.who, version_stage, move_to_version, remove_from_version, rid)))

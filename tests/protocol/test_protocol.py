@@ -118,3 +118,13 @@ async def test_after_success_when_always_runs_once_even_in_place() -> None:
     status = world.objects["P"].status
     assert (reason(status), world.after_success_runs["P"]) == ("AlreadyInPlace", 1)
     assert [e["result"] for e in status["afterSuccess"]] == ["Restarted"]
+
+
+async def test_a_move_whose_credentials_failed_was_never_sent() -> None:
+    """The STS exchange (or the ServiceAccount token) fails right before the move: nothing left for KMS, so
+    the journal must not keep it as a move whose answer is pending (it would later be "an earlier request
+    that may still land")."""
+    world, status = await run(NO_PRECONDITION, DEFAULT, {MOVE: "credentials"})
+    assert (status["phase"], reason(status), status["attempts"]) == ("Succeeded", "Promoted", 2)
+    assert "earlierUnansweredTime" not in status["move"], status["move"]
+    assert [m.who for m in world.applied if m.stage == ACS_CURRENT] == ["P"]
