@@ -128,7 +128,12 @@ class Watcher:
         self._thread.start()
 
     def _run(self) -> None:
-        rv = self._client.get(self._url).json()["metadata"]["resourceVersion"]
+        rv = None
+        while rv is None and not self._stop:  # a CRD just Established can still answer 404 for a moment
+            listed = self._client.get(self._url).json()
+            rv = listed.get("metadata", {}).get("resourceVersion")
+            if rv is None:
+                time.sleep(0.1)
         while not self._stop:
             try:
                 with self._client.stream(
@@ -209,8 +214,16 @@ def emulator(state: Path) -> tuple[Proc, str, httpx.Client]:
     return proc, url, httpx.Client(base_url=url, timeout=30)
 
 
-def operator(plane: Plane, url: str, namespace: str, name: str, **env: str) -> Proc:
+def operator(
+    plane: Plane, url: str, namespace: str, name: str, *extra: str, source: Path | None = None, **env: str
+) -> Proc:
+    """The operator as a process, watching ``namespace`` (comma-separated for several, "" for all); ``extra`` flags
+    come last (they win). ``source``: run the package from that folder instead (another revision's
+    ``operator/``, for a before/after)."""
     health = free_port()
+    if source is not None:
+        env = {**env, "PYTHONPATH": str(source)}
+    watch = [arg for ns in namespace.split(",") if ns for arg in ("--namespace", ns)]  # "": all namespaces
     proc = Proc(
         [
             sys.executable,
@@ -219,8 +232,7 @@ def operator(plane: Plane, url: str, namespace: str, name: str, **env: str) -> P
             "--log-level",
             "WARNING",
             "run",
-            "--namespace",
-            namespace,
+            *watch,
             "--endpoint-allow",
             re.escape(url),
             "--metrics-port",
@@ -231,6 +243,7 @@ def operator(plane: Plane, url: str, namespace: str, name: str, **env: str) -> P
             "100000",
             "--kms-burst",
             "1000",
+            *extra,
         ],
         plane.state / f"{name}.log",
         {"KUBECONFIG": plane.kubeconfig, **env},

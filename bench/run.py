@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +28,8 @@ from bench.harness import AK_ID, AK_SECRET, ROOT, Plane, Proc, Watcher, emulator
 from secretstage.kms import Credentials, KmsClient, StaticProvider
 
 RESULTS = ROOT / "bench" / "results"
+FAIRNESS_TIMEOUT = 120.0
+SCENARIOS = ("latency", "throughput", "startup", "scaling", "fairness")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -201,6 +207,66 @@ class Bench:
 
         return asyncio.run(run())
 
+    def fairness(self, stuck: int, label: str = "", source: Path | None = None) -> dict[str, float | None]:
+        """One namespace's promotion, alone and then behind ``stuck`` promotions of another namespace that
+        retry for ever (their credentials Secret does not exist), at a production-like KMS rate
+        (20 requests/s, burst 1, 50 ms per request). Its time alone is the yardstick: the best this
+        operator can do for it. None: not done within FAIRNESS_TIMEOUT."""
+        self.emu_http.put("/_emulator/faults", json={"*": {"latency_ms": 50}})
+        crowded, _ = self.fresh(f"fair-crowded{label}", 0)
+        quiet, names = self.fresh(f"fair-quiet{label}", 3)
+        # All namespaces, as the chart's default: one kopf scheduler for every namespace (with a list of
+        # namespaces kopf keeps one per namespace, and the old worker limit never showed).
+        op = operator(
+            self.plane,
+            self.url,
+            "",
+            f"operator-fairness{label}",
+            *("--kms-rate-limit", "20", "--kms-burst", "1"),
+            source=source,
+        )
+        watcher = Watcher(self.plane, quiet)
+        try:
+            self.plane.create(quiet, "warm-up", spec(self.url, names[2]))  # the first one pays for start-up
+            watcher.wait(["warm-up"], 60)
+            started = time.monotonic()
+            self.plane.create(quiet, "alone", spec(self.url, names[0]))
+            watcher.wait(["alone"], 60)
+            alone = watcher.done["alone"] - started
+            absent = {**spec(self.url, "bench/none"), "credentials": {"secretRef": {"name": "absent"}}}
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda i: self.plane.create(crowded, f"stuck-{i}", absent), range(stuck)))
+            # Measure once the operator has taken up the whole crowd, or all of it that it ever will
+            # (100 with kopf's old worker limit): no progress for 10 s.
+            taken, progress = 0, time.monotonic()
+            while taken < stuck and time.monotonic() - progress < 10:
+                time.sleep(0.5)
+                now_taken = self._pending(crowded)
+                if now_taken > taken:
+                    taken, progress = now_taken, time.monotonic()
+            started = time.monotonic()
+            self.plane.create(quiet, "crowded", spec(self.url, names[1]))
+            try:
+                watcher.wait(["crowded"], FAIRNESS_TIMEOUT)
+                behind: float | None = watcher.done["crowded"] - started
+            except TimeoutError:
+                behind = None
+            handled = self._pending(crowded)
+        finally:
+            watcher.stop()
+            op.stop()
+            self.emu_http.put("/_emulator/faults", json={})
+            for ns in (crowded, quiet):  # the next operator watches every namespace: leave nothing behind
+                self.plane.http.delete(self.plane.path(ns)).raise_for_status()
+                deadline = time.monotonic() + 60
+                while self.plane.http.get(self.plane.path(ns)).json()["items"] and time.monotonic() < deadline:
+                    time.sleep(0.2)
+        return {"alone_s": alone, "behind_s": behind, "crowd_handled": handled}
+
+    def _pending(self, namespace: str) -> int:
+        items = self.plane.http.get(self.plane.path(namespace)).json()["items"]
+        return sum(1 for o in items if (o.get("status") or {}).get("phase") == "Pending")
+
     def startup(self) -> float:
         """Process start to the first promotion handled (the promotion exists before the operator starts)."""
         ns, names = self.fresh("startup", 1)
@@ -220,48 +286,104 @@ class Bench:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs (for trying the scripts out)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SCENARIOS,
+        help="run only these scenarios (repeatable); their numbers replace those of the last run in "
+        "bench/results, the rest are kept",
+    )
+    parser.add_argument(
+        "--fairness-before",
+        metavar="REV",
+        help="also measure fairness with the operator of git revision REV (a before/after), e.g. 39ff1eb, "
+        "the last revision before fair scheduling",
+    )
     args = parser.parse_args()
+    chosen = set(args.only or SCENARIOS)
+    previous = RESULTS / "latest.json"
+    r: dict[str, Any] = json.loads(previous.read_text()) if args.only and previous.exists() else {}
+    old_samples = RESULTS / "samples.json"
     bench = Bench(args.quick)
-    r = bench.results
+    if args.only and old_samples.exists():
+        bench.samples.update(json.loads(old_samples.read_text()))
     step: Callable[[str], None] = lambda what: print(f"bench: {what}", file=sys.stderr, flush=True)  # noqa: E731
+    sizes = (100, 300, 1000) if args.quick else (100, 1000, 5000)
+    worktree: Path | None = None
     try:
-        for ms in (0, 50):
-            step(f"latency at KMS latency {ms} ms")
-            bench.latency(ms)
-        burst = 100 if args.quick else 500
-        step(f"throughput: burst of {burst}")
-        ours = bench.throughput(burst, "burst")
-        limit_s = bench.throughput_limit(burst, concurrency=100)
-        r.update(
-            {
-                "throughput_burst": burst,
-                "throughput_ours_per_s": round(ours["per_s"], 2),
-                "throughput_limit_per_s": round(burst / limit_s, 2),
-                "throughput_ratio": round(ours["per_s"] / (burst / limit_s), 3),
-            }
-        )
-        step("start-up")
-        r["startup_to_first_promotion_s"] = round(bench.startup(), 2)
-        sizes = (100, 300, 1000) if args.quick else (100, 1000, 5000)
-        for n in sizes:
-            step(f"scaling: {n} objects")
-            s = bench.throughput(n, f"scale-{n}")
-            r[f"scale_{n}_per_s"] = round(s["per_s"], 2)
-            r[f"scale_{n}_rss_idle_mib"] = round(s["rss_idle_mib"], 1)
-            r[f"scale_{n}_rss_peak_mib"] = round(s["rss_peak_mib"], 1)
-            r[f"scale_{n}_rss_after_mib"] = round(s["rss_after_mib"], 1)
-            if n == sizes[-1]:
-                r["rss_idle_mib"] = round(s["rss_idle_mib"], 1)
+        if "fairness" in chosen:  # first: its operator watches every namespace, so the cluster must be empty
+            stuck = 100 if args.quick else 500
+            runs: list[tuple[str, Path | None]] = [("", None)]
+            if args.fairness_before:
+                worktree = checkout(args.fairness_before)
+                runs.append(("_before", worktree / "operator"))
+            for label, source in runs:
+                step(
+                    f"fairness: one promotion behind {stuck} stuck ones"
+                    + (f" ({args.fairness_before})" if source else "")
+                )
+                f = bench.fairness(stuck, label.replace("_", "-"), source)
+                r["fairness_stuck"] = stuck
+                r[f"fairness{label}_alone_s"] = round(float(f["alone_s"] or 0), 3)
+                behind = f["behind_s"]
+                r[f"fairness{label}_behind_s"] = None if behind is None else round(behind, 3)
+                r[f"fairness{label}_ratio"] = None if behind is None else round(behind / float(f["alone_s"] or 1), 2)
+                r[f"fairness{label}_crowd_handled"] = f["crowd_handled"]
+            if args.fairness_before:
+                r["fairness_before_revision"] = args.fairness_before
+        if "latency" in chosen:
+            for ms in (0, 50):
+                step(f"latency at KMS latency {ms} ms")
+                bench.latency(ms)
+        if "throughput" in chosen:
+            burst = 100 if args.quick else 500
+            step(f"throughput: burst of {burst}")
+            ours = bench.throughput(burst, "burst")
+            limit_s = bench.throughput_limit(burst, concurrency=100)
+            r.update(
+                {
+                    "throughput_burst": burst,
+                    "throughput_ours_per_s": round(ours["per_s"], 2),
+                    "throughput_limit_per_s": round(burst / limit_s, 2),
+                    "throughput_ratio": round(ours["per_s"] / (burst / limit_s), 3),
+                }
+            )
+        if "startup" in chosen:
+            step("start-up")
+            r["startup_to_first_promotion_s"] = round(bench.startup(), 2)
+        if "scaling" in chosen:
+            for n in sizes:
+                step(f"scaling: {n} objects")
+                s = bench.throughput(n, f"scale-{n}")
+                r[f"scale_{n}_per_s"] = round(s["per_s"], 2)
+                r[f"scale_{n}_rss_idle_mib"] = round(s["rss_idle_mib"], 1)
+                r[f"scale_{n}_rss_peak_mib"] = round(s["rss_peak_mib"], 1)
+                r[f"scale_{n}_rss_after_mib"] = round(s["rss_after_mib"], 1)
+                if n == sizes[-1]:
+                    r["rss_idle_mib"] = round(s["rss_idle_mib"], 1)
     finally:
         bench.close()
-    r["machine_cores"] = __import__("os").cpu_count()
+        if worktree is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=False)
+    r["machine_cores"] = os.cpu_count()
     r["quick"] = args.quick
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(r, indent=1, sort_keys=True) + "\n")
     (RESULTS / "samples.json").write_text(json.dumps(bench.samples) + "\n")
-    report.write(r, bench.samples, sizes)
+    report.write(
+        r,
+        bench.samples,
+        tuple(sorted(int(k.split("_")[1]) for k in r if k.startswith("scale_") and k.endswith("_per_s"))),
+    )
     print(json.dumps(r, indent=1, sort_keys=True))
     return 0
+
+
+def checkout(revision: str) -> Path:
+    """A throwaway git worktree of that revision (its operator/ is run for the "before")."""
+    where = Path(tempfile.mkdtemp(prefix="secretstage-before-")) / "tree"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), revision], check=True)
+    return where
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from secretstage.config import KUBE_REQUEST_TIMEOUT
+from secretstage.kubecalls import call
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
 FORCE_SYNC = "force-sync"  # the annotation External Secrets Operator re-syncs on
@@ -58,7 +59,7 @@ async def restart_workload(api: k8s.ApiClient, namespace: str, kind: str, name: 
         "DaemonSet": apps.patch_namespaced_daemon_set,
     }[kind]
     try:
-        await asyncio.to_thread(method, name, namespace, patch, _request_timeout=KUBE_REQUEST_TIMEOUT)
+        await call(namespace, method, name, namespace, patch, _request_timeout=KUBE_REQUEST_TIMEOUT)
     except ApiException as exc:
         return _failure(kind, name, namespace, exc)
     except Exception as exc:  # connection errors and the like: reported, never raised out of the handler
@@ -70,7 +71,8 @@ async def refresh_external_secret(api: k8s.ApiClient, namespace: str, name: str,
     custom = k8s.CustomObjectsApi(api)
     patch = {"metadata": {"annotations": {FORCE_SYNC: stamp}}}
     try:
-        await asyncio.to_thread(
+        await call(
+            namespace,
             custom.patch_namespaced_custom_object,
             ESO_GROUP,
             ESO_VERSION,

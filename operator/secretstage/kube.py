@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from secretstage.config import KUBE_REQUEST_TIMEOUT
 from secretstage.domain.journal import StaleStatus
 from secretstage.kms import Credentials, CredentialsError
+from secretstage.kubecalls import call
 
 KEY_ID, KEY_SECRET, KEY_TOKEN = "AccessKeyId", "AccessKeySecret", "SecurityToken"
 LIMITS = {KEY_ID: 128, KEY_SECRET: 256, KEY_TOKEN: 16384}
@@ -84,8 +85,8 @@ def credentials_from_secret(secret: k8s.V1Secret) -> Credentials:
 
 async def read_credentials(core: k8s.CoreV1Api, namespace: str, name: str) -> Credentials:
     try:
-        secret = await asyncio.to_thread(
-            core.read_namespaced_secret, name, namespace, _request_timeout=KUBE_REQUEST_TIMEOUT
+        secret = await call(
+            namespace, core.read_namespaced_secret, name, namespace, _request_timeout=KUBE_REQUEST_TIMEOUT
         )
     except ApiException as exc:
         if exc.status == 404:
@@ -102,8 +103,8 @@ async def read_credentials(core: k8s.CoreV1Api, namespace: str, name: str) -> Cr
 async def read_service_account_annotations(core: k8s.CoreV1Api, namespace: str, name: str) -> dict[str, str]:
     """The annotations of a ServiceAccount (where its RAM role is named)."""
     try:
-        account = await asyncio.to_thread(
-            core.read_namespaced_service_account, name, namespace, _request_timeout=KUBE_REQUEST_TIMEOUT
+        account = await call(
+            namespace, core.read_namespaced_service_account, name, namespace, _request_timeout=KUBE_REQUEST_TIMEOUT
         )
     except ApiException as exc:
         if exc.status == 404:
@@ -125,8 +126,13 @@ async def request_token(core: k8s.CoreV1Api, namespace: str, name: str, audience
         spec=k8s.V1TokenRequestSpec(audiences=[audience], expiration_seconds=seconds)
     )
     try:
-        answer = await asyncio.to_thread(
-            core.create_namespaced_service_account_token, name, namespace, body, _request_timeout=KUBE_REQUEST_TIMEOUT
+        answer = await call(
+            namespace,
+            core.create_namespaced_service_account_token,
+            name,
+            namespace,
+            body,
+            _request_timeout=KUBE_REQUEST_TIMEOUT,
         )
     except ApiException as exc:
         hint = {
@@ -179,7 +185,8 @@ class PromotionStatus:
             try:
                 obj = cast(
                     dict[str, Any],
-                    await asyncio.to_thread(
+                    await call(
+                        self.namespace,
                         self._custom.patch_namespaced_custom_object_status,
                         GROUP,
                         VERSION,
@@ -207,7 +214,8 @@ class PromotionStatus:
         try:
             obj = cast(
                 dict[str, Any],
-                await asyncio.to_thread(
+                await call(
+                    self.namespace,
                     self._custom.get_namespaced_custom_object,
                     GROUP,
                     VERSION,
