@@ -5,11 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv lint test test-unit test-e2e demo bench control-plane clean
+.PHONY: help venv lint test test-unit test-e2e demo demo-node bench control-plane clean
 
 help:
 	@echo "make test   - lint + type-check + all tests (builds the test control plane on first run)"
 	@echo "make demo   - control plane + KMS emulator + operator + a sample promotion"
+	@echo "make demo-node - the same as users run it: a real node, the image built here, helm install/test (root)"
 	@echo "make bench  - benchmarks against the physical limit (writes bench/results and docs/benchmarks.md)"
 	@echo "make lint   - ruff, mypy, import contracts"
 
@@ -41,6 +42,10 @@ test: lint control-plane
 
 demo: $(STAMP) control-plane
 	$(BIN)/python hack/demo.py
+
+demo-node: $(STAMP)
+	hack/control-plane.sh build --with-node
+	$(BIN)/python hack/demo_node.py
 
 bench: $(STAMP) control-plane
 	$(BIN)/pip install --quiet -e '.[test,bench]'

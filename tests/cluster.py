@@ -91,7 +91,7 @@ class Cluster:
         return str(path)
 
 
-def _script(*args: str, env: dict[str, str], timeout: float) -> str:
+def control_plane(*args: str, env: dict[str, str], timeout: float) -> str:
     result = subprocess.run(
         ["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
@@ -105,8 +105,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = dict(os.environ)
     external = os.environ.get("SECRETSTAGE_KUBECONFIG")
     # Cold builds take minutes (measured ~5 min on 2 cores); allow far more for slow machines.
-    _script("build", env=env, timeout=3600)
-    bin_dir = _script("bin-dir", env=env, timeout=30).strip()
+    control_plane("build", env=env, timeout=3600)
+    bin_dir = control_plane("bin-dir", env=env, timeout=30).strip()
     if external:
         api = k8s_config.new_client_from_config(config_file=external)
         yield Cluster(kubeconfig=external, bin_dir=bin_dir, api=api)
@@ -114,7 +114,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     state = tmp_path_factory.mktemp("control-plane")
     env["CP_STATE_DIR"] = str(state)
     started = time.monotonic()
-    out = _script("up", env=env, timeout=300)
+    out = control_plane("up", env=env, timeout=300)
     exports = dict(
         line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line.startswith("export ")
     )
@@ -131,7 +131,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         )
     finally:
         api.close()
-        _script("down", env=env, timeout=120)
+        control_plane("down", env=env, timeout=120)
         shutil.rmtree(state, ignore_errors=True)
 
 

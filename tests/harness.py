@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -54,8 +55,15 @@ def _switch_flags(switches: dict[str, Any]) -> list[str]:
 
 
 class EmulatorProcess:
-    def __init__(self, workdir: Path, *extra: str, switches: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *extra: str,
+        switches: dict[str, Any] | None = None,
+        verify: ssl.SSLContext | bool = True,  # with --tls-cert: a context trusting its CA
+    ) -> None:
         self.switches = dict(switches or EMULATOR_MODES["kms-documented"])
+        self.verify = verify
         self.process = Process(
             secretstage_cmd(
                 "emulator", "--port", "0", "--access-key-id", E2E_KEY_ID, *_switch_flags(self.switches), *extra
@@ -69,7 +77,7 @@ class EmulatorProcess:
         line = self.process.first_line()
         assert line.startswith("listening on "), line
         self.url = line.removeprefix("listening on ")
-        self.http = httpx.Client(base_url=self.url, timeout=10)
+        self.http = httpx.Client(base_url=self.url, timeout=10, verify=verify)
 
     def calls(self) -> dict[str, Any]:
         return dict(self.http.get("/_emulator/calls").json())
@@ -114,7 +122,10 @@ class EmulatorProcess:
 
         async def run() -> None:
             creds = StaticProvider(Credentials(E2E_KEY_ID, E2E_KEY_SECRET, E2E_TOKEN))
-            async with KmsClient(endpoint=self.url, credentials=creds) as client:
+            async with (
+                httpx.AsyncClient(verify=self.verify, timeout=10) as http,
+                KmsClient(endpoint=self.url, credentials=creds, http=http) as client,
+            ):
                 await client.create_secret(name, versions[0], E2E_SECRET_VALUE)
                 for v in versions[1:]:
                     stages = [pending] if pending and v == versions[-1] else []

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from secretstage import __version__, logs
@@ -120,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="reject",
         help="RemoveFromVersion that does not carry the label: reject (default, as AWS) or ignore it",
     )
+    emulator.add_argument("--tls-cert", metavar="FILE", help="serve https with this certificate (PEM; with --tls-key)")
+    emulator.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     emulator.add_argument(
         "--identity-config",
         metavar="FILE",
@@ -153,6 +157,27 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("name", metavar="NAME", help="the SecretStagePromotion to retry")
     retry.add_argument("-n", "--namespace", help="its namespace (default: the kube config's)")
 
+    check = sub.add_parser(
+        "check",
+        help="ask the running operator for a dry run: plan a promotion against KMS, change nothing",
+        description="Creates a dryRun SecretStagePromotion, waits until the operator has planned it (its credentials, "
+        "endpoint and secret checked against KMS; nothing is changed), prints the plan and deletes the object. "
+        "Exits 0 when it Succeeded, 1 when it failed or timed out (with the reason). In a pod it uses the pod's "
+        "ServiceAccount, elsewhere the kube config. The chart's `helm test` runs it.",
+    )
+    check.add_argument("--secret-name", required=True, metavar="NAME", help="secret name or ARN")
+    check.add_argument("--version-stage", default="ACSCurrent", metavar="STAGE", help="default ACSCurrent")
+    check.add_argument("--move-to-version", required=True, metavar="VERSION_ID")
+    where = check.add_mutually_exclusive_group()
+    where.add_argument("--region-id", metavar="REGION", help="e.g. cn-hangzhou")
+    where.add_argument("--endpoint", metavar="URL", help="KMS endpoint URL (must pass the operator's allow-list)")
+    creds = check.add_mutually_exclusive_group(required=True)
+    creds.add_argument("--credentials-secret", metavar="NAME", help="spec.credentials.secretRef.name")
+    creds.add_argument("--service-account", metavar="NAME", help="spec.credentials.serviceAccountRef.name")
+    check.add_argument("-n", "--namespace", help="where to create it (default: the pod's, or the kube config's)")
+    check.add_argument("--name", help="the promotion's name (default secretstage-check-<random>)")
+    check.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="default 120")
+
     from secretstage.runner import (
         add_run_parser,  # the operator pulls in kopf; keep it out of the other commands
     )
@@ -171,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from secretstage.runner import run
 
         return run(parser, args)
+    if args.command == "check":
+        return _check(args)
     if args.command in ("rollback", "retry"):
         return _promotion_command(args)
     return asyncio.run(_kms_command(parser, args))
@@ -219,8 +246,18 @@ def _emulator(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         },
         faults=faults,
     )
+    tls = None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        _usage_error(parser, "--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        from secretstage.emulator.server import tls_context
+
+        try:
+            tls = tls_context(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            _usage_error(parser, f"--tls-cert/--tls-key: {exc}")
     try:
-        asyncio.run(run_forever(emulator, args.host, args.port))
+        asyncio.run(run_forever(emulator, args.host, args.port, tls))
     except OSError as exc:
         print(f"secretstage emulator: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
@@ -384,6 +421,101 @@ def _print_versions(secret_name: str, versions: Sequence[Any], *, as_json: bool)
     print(f"Secret: {secret_name}")
     for row in rows:
         print("  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True)).rstrip())
+
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def _check(args: argparse.Namespace) -> int:
+    import time
+    import uuid
+
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+    from kubernetes.client.exceptions import ApiException
+
+    group, version, plural = "secretstage.io", "v1alpha1", "secretstagepromotions"
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+            with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as f:
+                default_namespace = f.read().strip()
+        else:
+            k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+            _, active = k8s_config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+            default_namespace = active["context"].get("namespace", "default")
+    except (k8s_config.ConfigException, OSError) as exc:
+        print(f"error: no usable Kubernetes configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    namespace = args.namespace or default_namespace
+    name = args.name or f"secretstage-check-{uuid.uuid4().hex[:8]}"
+    spec: dict[str, Any] = {
+        "secretName": args.secret_name,
+        "versionStage": args.version_stage,
+        "moveToVersion": args.move_to_version,
+        "dryRun": True,
+        "credentials": {"secretRef": {"name": args.credentials_secret}}
+        if args.credentials_secret
+        else {"serviceAccountRef": {"name": args.service_account}},
+    }
+    if args.region_id:
+        spec["regionId"] = args.region_id
+    if args.endpoint:
+        spec["endpoint"] = args.endpoint
+    body = {
+        "apiVersion": f"{group}/{version}",
+        "kind": "SecretStagePromotion",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    api = k8s.CustomObjectsApi()
+    try:
+        try:
+            api.delete_namespaced_custom_object(group, version, namespace, plural, name)  # a leftover of a killed run
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        created: dict[str, Any] = api.create_namespaced_custom_object(  # type: ignore[assignment]
+            group, version, namespace, plural, body
+        )
+        generation = created["metadata"].get("generation", 1)
+        print(f"created {namespace}/{name} (dryRun); waiting up to {args.timeout:.0f}s for the operator")
+        deadline = time.monotonic() + args.timeout
+        status: dict[str, Any] = {}
+        try:
+            while True:
+                obj: dict[str, Any] = api.get_namespaced_custom_object(  # type: ignore[assignment]
+                    group, version, namespace, plural, name
+                )
+                status = obj.get("status") or {}
+                if status.get("observedGeneration") == generation and status.get("phase") in ("Succeeded", "Failed"):
+                    break
+                if time.monotonic() >= deadline:
+                    print(
+                        f"error: not planned within {args.timeout:.0f}s; last seen: phase {status.get('phase')!r}, "
+                        f"{_succeeded_condition(status)} (is the operator running and watching {namespace}?)",
+                        file=sys.stderr,
+                    )
+                    return EXIT_KMS_ERROR
+                time.sleep(1)
+        finally:
+            with contextlib.suppress(ApiException):
+                api.delete_namespaced_custom_object(group, version, namespace, plural, name)
+    except ApiException as exc:
+        print(f"error: Kubernetes API: HTTP {exc.status} {exc.reason}", file=sys.stderr)
+        return EXIT_KMS_ERROR
+    if status.get("phase") != "Succeeded":
+        print(f"error: the dry run failed: {_succeeded_condition(status)}", file=sys.stderr)
+        return EXIT_KMS_ERROR
+    print(f"ok: {status.get('plan') or _succeeded_condition(status)}")
+    return 0
+
+
+def _succeeded_condition(status: Mapping[str, Any]) -> str:
+    condition = next((c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), None)
+    if condition is None:
+        return "no Succeeded condition yet"
+    return f"{condition.get('reason')}: {condition.get('message')}"
 
 
 if __name__ == "__main__":

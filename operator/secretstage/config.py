@@ -50,6 +50,8 @@ class Settings:
     #: Free slots and rate-limit tokens go round robin to the namespaces that are waiting.
     kms_max_concurrency: int = 20
     kms_max_concurrency_per_namespace: int = 0
+    #: Extra CA certificates (PEM) trusted for KMS and STS endpoints, besides the public CAs.
+    kms_ca_file: str | None = None
 
 
 ENV_PREFIX = "SECRETSTAGE_"
@@ -126,6 +128,7 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
         kms_max_attempts=int(number("kms_max_attempts", "KMS_MAX_ATTEMPTS", int, defaults.kms_max_attempts, 1)),
         operator_identity_namespaces=tuple(identity_namespaces),
         oidc_provider_arn=oidc_provider_arn,
+        kms_ca_file=str(pick("kms_ca_file", "KMS_CA_FILE") or "") or None,
         metrics_port=int(number("metrics_port", "METRICS_PORT", int, defaults.metrics_port, 0)),
         health_port=int(number("health_port", "HEALTH_PORT", int, defaults.health_port, 0)),
         leader_election=election
@@ -154,6 +157,11 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
             f"{ENV_PREFIX}ALLOW_OPERATOR_IDENTITY is gone: name the namespaces whose promotions may use the "
             f"operator's identity with --operator-identity-namespaces / {ENV_PREFIX}OPERATOR_IDENTITY_NAMESPACES "
             "(* = all, as before)"
+        )
+    if settings.kms_ca_file and not os.path.isfile(settings.kms_ca_file):
+        raise ConfigError(
+            f"--kms-ca-file / {ENV_PREFIX}KMS_CA_FILE: {settings.kms_ca_file} is not a file; give a PEM file "
+            "of CA certificates"
         )
     if settings.leader_election and not settings.lease_namespace:
         raise ConfigError(

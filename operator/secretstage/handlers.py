@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -48,8 +50,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.login(registry=registry)
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In-cluster ServiceAccount first, else KUBECONFIG (kopf's own readers; re-read on 401)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    """In-cluster ServiceAccount first, else KUBECONFIG (kopf's own readers; re-read on 401).
+
+    In a pod, the API server is the address the kubelet puts in KUBERNETES_SERVICE_HOST/PORT, as
+    client-go's InClusterConfig (and our own client) use it; kopf's reader names
+    https://kubernetes.default.svc, which needs cluster DNS to work at all.
+    """
+    info = kopf.login_with_service_account(**kwargs)
+    if info is None:
+        return kopf.login_with_kubeconfig(**kwargs)
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+    if host and port:
+        info = dataclasses.replace(info, server=f"https://{f'[{host}]' if ':' in host else host}:{port}")
+    return info
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, when=_not_done)

@@ -131,6 +131,12 @@ def add_run_parser(sub: Any) -> None:
         help="how often to renew or try to acquire (default 2; env SECRETSTAGE_RETRY_PERIOD)",
     )
     p.add_argument(
+        "--kms-ca-file",
+        metavar="FILE",
+        help="extra CA certificates (PEM) to trust for KMS and STS endpoints, besides the public CAs, e.g. a "
+        "private endpoint's or the emulator's (env SECRETSTAGE_KMS_CA_FILE)",
+    )
+    p.add_argument(
         "--kms-max-concurrency",
         type=int,
         metavar="N",
@@ -194,6 +200,9 @@ async def _standby_health(port: int) -> Any:
 
 
 async def _operate(settings: Settings, api: Any) -> int:
+    import ssl
+
+    import certifi
     import httpx
     import kopf
     from kubernetes import client as k8s
@@ -216,7 +225,12 @@ async def _operate(settings: Settings, api: Any) -> int:
         check = runtime_ref[0].fence if runtime_ref else None
         return check() if check is not None else None
 
+    verify: ssl.SSLContext | bool = True
+    if settings.kms_ca_file:
+        verify = ssl.create_default_context(cafile=certifi.where())  # the public CAs httpx trusts by default
+        verify.load_verify_locations(cafile=settings.kms_ca_file)
     http = guarded_client(
+        verify=verify,
         fence=fence,
         timeout=httpx.Timeout(connect=5.0, read=settings.kms_timeout, write=settings.kms_timeout, pool=60.0),
         # one connection per KMS request in flight: the pool never grows past the concurrency cap
@@ -293,6 +307,9 @@ async def _operate(settings: Settings, api: Any) -> int:
                 liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
                 memo=kopf.Memo(runtime=runtime),
                 stop_flag=stop,
+                # Our own identity: kopf's default asks the password database for the user name, and the
+                # image runs as a bare numeric UID (65532) with no entry there (KeyError at start-up).
+                identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str it does not export
             )
         )
         if elector is None:

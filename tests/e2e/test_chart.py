@@ -125,9 +125,10 @@ def test_rendering_choices(cluster: Cluster) -> None:
     assert ha["Deployment"]["spec"]["strategy"]["type"] == "RollingUpdate"
     hook = next(d for d in render(cluster, *TEST_HOOK) if d["kind"] == "Pod")
     assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    script = hook["spec"]["containers"][0]["args"][0]
-    assert "dryRun: true" in script
-    assert "kubectl wait --for=condition=Succeeded" in script
+    test_container = hook["spec"]["containers"][0]
+    assert test_container["image"] == container["image"]  # the operator's own image: nothing else to pull
+    assert test_container["args"][:2] == ["check", "--name=r-secretstage-operator-helm-test"]
+    assert "--credentials-secret=kms" in test_container["args"]
     assert not [d for d in render(cluster) if d["kind"] == "Pod"]
     rrsa = {
         d["kind"]: d

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator
 
@@ -19,18 +20,20 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
-async def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+async def serve(
+    emulator: Emulator, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
     """Run the emulator until the block exits; yields its base URL (with the real port when port=0)."""
     runner = web.AppRunner(emulator.app(), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls)
     await site.start()
     server = site._server
     assert server is not None
     sockname = server.sockets[0].getsockname()  # type: ignore[attr-defined]
     shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
     try:
-        yield f"http://{shown}:{sockname[1]}"
+        yield f"{'https' if tls else 'http'}://{shown}:{sockname[1]}"
     finally:
         await runner.cleanup()
 
@@ -58,12 +61,19 @@ def build(
     return emulator
 
 
-async def run_forever(emulator: Emulator, host: str, port: int) -> None:
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """Serve https with this certificate (e.g. for a client in a pod, where plain http is refused)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+async def run_forever(emulator: Emulator, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with serve(emulator, host, port) as url:
+    async with serve(emulator, host, port, tls) as url:
         print(f"listening on {url}", flush=True)
         log.info("KMS emulator ready at %s (region %s, %s)", url, emulator.store.region, emulator.store.switches())
         if emulator.identity is None:

@@ -1,0 +1,3 @@
+module secretstage.local/pause
+
+go 1.22

@@ -1,0 +1,278 @@
+"""The operator as users run it: the image built from the Dockerfile, started by a real kubelet, installed,
+tested, upgraded and failed over with helm, on a one-node cluster on this machine.
+
+The emulator runs on the host, on the node's address, over https (plain http is only allowed to
+loopback, and a pod's loopback is its own); the chart trusts its certificate authority through
+kmsCABundle. The steps follow docs/install.md ("On a cluster without a registry") and run in
+order: install, promote, metrics, helm test, upgrade with a promotion in flight, failover, uninstall.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from tests.cluster import Cluster
+from tests.harness import CHART, CRD_FILE, E2E_KEY_ID, E2E_KEY_SECRET, E2E_TOKEN, EmulatorProcess, Promotions
+from tests.node.conftest import Image, import_image, retag
+from tests.support import wait_for
+
+RELEASE, RELEASE_NS, TENANT_NS = "secretstage-operator", "secretstage-system", "payments"
+FULLNAME = "secretstage-operator"  # the chart's fullname when the release is named like the chart
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
+def certificates(directory: Path, ip: str) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate for ``ip`` signed by it (for the emulator's https)."""
+    ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.crt", "tls.key", "tls.csr", "tls.crt"))
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(ca_key))
+    openssl("req", "-x509", "-new", "-key", str(ca_key), "-subj", "/CN=emulator-ca", "-days", "1", "-out", str(ca))
+    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key))
+    openssl("req", "-new", "-key", str(key), "-subj", "/CN=kms-emulator", "-out", str(csr))
+    ext = directory / "ext.cnf"
+    ext.write_text(f"subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n")
+    openssl(
+        *("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial"),
+        *("-days", "1", "-extfile", str(ext), "-out", str(cert)),
+    )
+    return ca, cert, key
+
+
+@dataclass
+class Release:
+    cluster: Cluster
+    emulator: EmulatorProcess
+    image: Image
+    values: Path
+    workdir: Path
+    promotions: Promotions
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.cluster.kubectl(*args, check=check)
+
+    def pods(self) -> list[dict[str, Any]]:
+        out = self.kubectl(
+            "-n", RELEASE_NS, "get", "pods", "-l", "app.kubernetes.io/name=secretstage-operator", "-o", "json"
+        )
+        return [p for p in json.loads(out.stdout)["items"] if not p["metadata"].get("deletionTimestamp")]
+
+    def ready_pods(self) -> list[dict[str, Any]]:
+        return [
+            p
+            for p in self.pods()
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        ]
+
+    def promote(self, name: str, secret: str) -> dict[str, Any]:
+        spec = {
+            "secretName": secret,
+            "versionStage": "ACSCurrent",
+            "moveToVersion": "v2",
+            "endpoint": self.emulator.url,
+            "credentials": {"secretRef": {"name": "kms-credentials"}},
+        }
+        return self.promotions.create(TENANT_NS, name, spec)
+
+    def lease_holder(self) -> str:
+        lease = k8s.CoordinationV1Api(self.cluster.api).read_namespaced_lease(FULLNAME, RELEASE_NS)
+        return str(lease.spec.holder_identity or "")
+
+
+@pytest.fixture(scope="module")
+def tls_emulator(node_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    workdir = tmp_path_factory.mktemp("tls-emulator")
+    node_ip = node_cluster.env["NODE_IP"]
+    ca, cert, key = certificates(workdir, node_ip)
+    emulator = EmulatorProcess(
+        workdir,
+        *("--host", node_ip, "--tls-cert", str(cert), "--tls-key", str(key)),
+        verify=ssl.create_default_context(cafile=str(ca)),
+    )
+    emulator.ca_file = ca  # type: ignore[attr-defined]
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="module")
+def release(
+    node_cluster: Cluster,
+    operator_image: Image,
+    tls_emulator: EmulatorProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Release]:
+    cluster, workdir = node_cluster, tmp_path_factory.mktemp("release")
+    core = k8s.CoreV1Api(cluster.api)
+    for ns in (RELEASE_NS, TENANT_NS):
+        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ns, labels=RESTRICTED)))
+        core.create_namespaced_secret(
+            ns,
+            k8s.V1Secret(
+                metadata=k8s.V1ObjectMeta(name="kms-credentials"),
+                string_data={"AccessKeyId": E2E_KEY_ID, "AccessKeySecret": E2E_KEY_SECRET, "SecurityToken": E2E_TOKEN},
+            ),
+        )
+    ca_file = tls_emulator.ca_file  # type: ignore[attr-defined]
+    cluster.kubectl("-n", RELEASE_NS, "create", "configmap", "kms-ca", f"--from-file=ca.crt={ca_file}")
+    helm_test_secret = tls_emulator.seed(f"node/helm-test-{uuid.uuid4().hex[:6]}", "v1", "v2")
+    values = workdir / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "image": {"repository": operator_image.repository, "tag": operator_image.tag, "pullPolicy": "Never"},
+                "operator": {"endpointAllow": [tls_emulator.url.replace(".", r"\.")], "logFormat": "text"},
+                "kmsCABundle": {"configMapName": "kms-ca"},
+                "tests": {
+                    "secretName": helm_test_secret,
+                    "moveToVersion": "v2",
+                    "endpoint": tls_emulator.url,
+                    "credentialsSecret": "kms-credentials",
+                },
+            }
+        )
+    )
+    # docs/install.md: helm install ... -n secretstage-system -f values.yaml (the namespace exists: restricted)
+    cluster.helm("install", RELEASE, CHART, "-n", RELEASE_NS, "-f", str(values), "--wait", "--timeout", "3m")
+    rel = Release(cluster, tls_emulator, operator_image, values, workdir, Promotions(cluster))
+    yield rel
+    cluster.helm("uninstall", RELEASE, "-n", RELEASE_NS, check=False)
+
+
+def test_the_pod_runs_as_the_chart_says(release: Release) -> None:
+    (pod,) = release.ready_pods()
+    name = pod["metadata"]["name"]
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == f"{release.image.repository}:{release.image.tag}"
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+    # the kubelet ran the probes: Ready needs readiness, and liveness has had its first period
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    uid = release.kubectl(
+        "-n", RELEASE_NS, "exec", name, "--", "python3", "-c", "import os; print(os.getuid(), os.getgid())"
+    )
+    assert uid.stdout.split() == ["65532", "65532"]
+    write = release.kubectl(
+        *("-n", RELEASE_NS, "exec", name, "--", "python3", "-c", "open('/probe', 'w')"), check=False
+    )
+    assert write.returncode != 0
+    assert "Read-only file system" in write.stderr
+    # logged in with its ServiceAccount (in-cluster), through the kubernetes Service
+    logs = release.kubectl("-n", RELEASE_NS, "logs", name).stdout
+    assert "starting:" in logs
+
+
+def test_a_promotion_from_the_pod(release: Release) -> None:
+    secret = release.emulator.seed(f"node/db-{uuid.uuid4().hex[:6]}", "v1", "v2")
+    release.promote("first", secret)
+    obj = release.promotions.wait_phase(TENANT_NS, "first", "Succeeded", "Failed", timeout=60)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    move = next(
+        h
+        for h in release.emulator.calls()["history"]
+        if h["action"] == "UpdateSecretVersionStage" and h.get("SecretName") == secret
+    )
+    assert obj["status"]["requestId"] == move["request_id"]
+    (pod,) = release.ready_pods()
+    assert pod["metadata"]["name"] in move["user_agent"]  # the call came from the pod
+
+
+def test_metrics_through_the_service(release: Release) -> None:
+    service = f"{FULLNAME}-metrics"
+    text = release.kubectl(
+        "get", "--raw", f"/api/v1/namespaces/{RELEASE_NS}/services/{service}:metrics/proxy/metrics"
+    ).stdout
+    assert 'secretstage_promotions_total{outcome="Succeeded",reason="Promoted"}' in text
+
+
+def test_helm_test_passes(release: Release) -> None:
+    result = release.cluster.helm("test", RELEASE, "-n", RELEASE_NS, "--timeout", "3m", "--logs")
+    assert "Phase:          Succeeded" in result.stdout
+    assert "ok: move ACSCurrent from v1 to v2" in result.stdout
+
+
+def test_upgrade_rolls_the_pod_without_losing_a_promotion_in_flight(release: Release) -> None:
+    (old,) = release.ready_pods()
+    new_image = retag(release.image, release.image.tag + "-b", release.workdir)
+    import_image(release.cluster, new_image.archive)
+    secret = release.emulator.seed(f"node/upgrade-{uuid.uuid4().hex[:6]}", "v1", "v2")
+    release.emulator.set_faults({"UpdateSecretVersionStage": {"latency_ms": 4000}})
+    try:
+        release.promote("in-flight", secret)
+        wait_for(
+            lambda: release.promotions.get(TENANT_NS, "in-flight").get("status", {}),
+            lambda s: s.get("reason") == "Promoting" or (s.get("move") or {}).get("answer") == "Pending",
+            timeout=60,
+            what="the move in flight",
+        )
+        release.cluster.helm(
+            *("upgrade", RELEASE, CHART, "-n", RELEASE_NS, "-f", str(release.values)),
+            *("--set", f"image.tag={new_image.tag}", "--wait", "--timeout", "3m"),
+        )
+    finally:
+        release.emulator.set_faults({})
+    obj = release.promotions.wait_phase(TENANT_NS, "in-flight", "Succeeded", "Failed", timeout=90)
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert release.emulator.moves(secret) == 1
+    (new,) = release.ready_pods()
+    assert new["metadata"]["name"] != old["metadata"]["name"]
+    assert new["spec"]["containers"][0]["image"].endswith(":" + new_image.tag)
+    release.image = new_image
+
+
+def test_two_replicas_fail_over(release: Release, capsys: pytest.CaptureFixture[str]) -> None:
+    release.cluster.helm(
+        *("upgrade", RELEASE, CHART, "-n", RELEASE_NS, "-f", str(release.values)),
+        *("--set", f"image.tag={release.image.tag}", "--set", "replicaCount=2", "--wait", "--timeout", "3m"),
+    )
+    pods = wait_for(release.ready_pods, lambda p: len(p) == 2, timeout=120, what="two ready replicas")
+    names = {p["metadata"]["name"] for p in pods}
+    leader = wait_for(release.lease_holder, lambda h: h in names, timeout=60, what="a leader among the replicas")
+    started = time.monotonic()
+    release.kubectl("-n", RELEASE_NS, "delete", "pod", leader, "--wait=false")
+    successor = wait_for(
+        release.lease_holder, lambda h: h in names - {leader}, timeout=60, what="the standby taking the Lease"
+    )
+    took_over = time.monotonic() - started
+    secret = release.emulator.seed(f"node/failover-{uuid.uuid4().hex[:6]}", "v1", "v2")
+    release.promote("after-failover", secret)
+    obj = release.promotions.wait_phase(TENANT_NS, "after-failover", "Succeeded", "Failed", timeout=60)
+    served = time.monotonic() - started
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    move = next(
+        h
+        for h in release.emulator.calls()["history"]
+        if h.get("SecretName") == secret and h["action"] == "UpdateSecretVersionStage"
+    )
+    assert successor in move["user_agent"]
+    with capsys.disabled():
+        print(
+            f"\nfailover: leader {leader} deleted; {successor} held the Lease after {took_over:.1f}s, "
+            f"and a new promotion had Succeeded {served:.1f}s after the deletion"
+        )
+
+
+def test_uninstall_keeps_the_crd_and_the_promotions(release: Release) -> None:
+    release.cluster.helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", "--timeout", "2m")
+    crd = yaml.safe_load(CRD_FILE.read_text())["metadata"]["name"]
+    release.kubectl("get", "crd", crd)
+    names = {
+        o["metadata"]["name"]
+        for o in release.promotions.api.list_namespaced_custom_object(
+            "secretstage.io", "v1alpha1", TENANT_NS, "secretstagepromotions"
+        )["items"]
+    }
+    assert {"first", "in-flight", "after-failover"} <= names
+    wait_for(release.pods, lambda p: p == [], timeout=60, what="the operator pods gone")
