@@ -47,10 +47,9 @@ cmd_base() {
   fi
   local t0=$SECONDS rootfs
   rootfs=$(mktemp -d)
-  trap 'rm -rf "$rootfs"' RETURN
   log "building the base $BASE_IMAGE with debootstrap ($SUITE, $(mirror))"
   debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$rootfs" "$(mirror)" >/dev/null \
-    || die "debootstrap failed"
+    || { rm -rf "$rootfs"; die "debootstrap failed"; }
   rm -f "$rootfs"/usr/lib/python3.*/EXTERNALLY-MANAGED  # as python:3.11-slim: pip installs into the system
   [ -e "$rootfs/usr/bin/pip" ] || ln -s pip3 "$rootfs/usr/bin/pip"
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* \
@@ -63,6 +62,7 @@ cmd_base() {
   buildah_ config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env LANG=C.UTF-8 \
     --cmd python3 "$ctr"
   buildah_ commit --quiet --rm "$ctr" "$BASE_IMAGE" >/dev/null
+  rm -rf "$rootfs"
   log "base built in $((SECONDS - t0))s"
 }
 
