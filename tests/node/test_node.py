@@ -26,7 +26,7 @@ from kubernetes import client as k8s
 from tests.cluster import Cluster
 from tests.harness import CHART, CRD_FILE, E2E_KEY_ID, E2E_KEY_SECRET, E2E_TOKEN, EmulatorProcess, Promotions
 from tests.node.conftest import Image, import_image, retag
-from tests.support import wait_for
+from tests.support import LOG_FILES, wait_for
 
 RELEASE, RELEASE_NS, TENANT_NS = "secretstage-operator", "secretstage-system", "payments"
 FULLNAME = "secretstage-operator"  # the chart's fullname when the release is named like the chart
@@ -51,6 +51,23 @@ def certificates(directory: Path, ip: str) -> tuple[Path, Path, Path]:
         *("-days", "1", "-extfile", str(ext), "-out", str(cert)),
     )
     return ca, cert, key
+
+
+class LogFollower:
+    """A command's whole output (stdout and stderr) in a file, scanned for leaks with the other logs."""
+
+    def __init__(self, args: list[str], path: Path) -> None:
+        self.path = path
+        LOG_FILES.append(path)
+        with open(path, "wb") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+
+    def log_text(self) -> str:
+        return self.path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
 @dataclass
@@ -87,6 +104,11 @@ class Release:
             "credentials": {"secretRef": {"name": "kms-credentials"}},
         }
         return self.promotions.create(TENANT_NS, name, spec)
+
+    def follow_logs(self, pod: str) -> LogFollower:
+        """``kubectl logs -f`` of one pod into the work directory, from its start on."""
+        kubectl = [f"{self.cluster.bin_dir}/kubectl", "--kubeconfig", self.cluster.kubeconfig]
+        return LogFollower([*kubectl, "-n", RELEASE_NS, "logs", "-f", "--timestamps", pod], self.workdir / f"{pod}.log")
 
     def lease_holder(self) -> str:
         lease = k8s.CoordinationV1Api(self.cluster.api).read_namespaced_lease(FULLNAME, RELEASE_NS)
@@ -240,11 +262,21 @@ def test_two_replicas_fail_over(release: Release, capsys: pytest.CaptureFixture[
     pods = wait_for(release.ready_pods, lambda p: len(p) == 2, timeout=120, what="two ready replicas")
     names = {p["metadata"]["name"] for p in pods}
     leader = wait_for(release.lease_holder, lambda h: h in names, timeout=60, what="a leader among the replicas")
+    # Both replicas' logs, followed from now: a deleted pod's log is gone with it, and a slow
+    # takeover is explained by what the leader did after SIGTERM and what the standby saw.
+    followers = {name: release.follow_logs(name) for name in names}
     started = time.monotonic()
     release.kubectl("-n", RELEASE_NS, "delete", "pod", leader, "--wait=false")
-    successor = wait_for(
-        release.lease_holder, lambda h: h in names - {leader}, timeout=60, what="the standby taking the Lease"
-    )
+    try:
+        successor = wait_for(
+            release.lease_holder, lambda h: h in names - {leader}, timeout=60, what="the standby taking the Lease"
+        )
+    except AssertionError as exc:
+        logs = "\n".join(f"--- {name}:\n{proc.log_text()[-6000:]}" for name, proc in followers.items())
+        raise AssertionError(f"{exc}\nthe replicas' logs since the deletion:\n{logs}") from None
+    finally:
+        for proc in followers.values():
+            proc.stop()
     took_over = time.monotonic() - started
     secret = release.emulator.seed(f"node/failover-{uuid.uuid4().hex[:6]}", "v1", "v2")
     release.promote("after-failover", secret)
