@@ -305,7 +305,7 @@ async def _operate(settings: Settings, api: Any) -> int:
                 clusterwide=not settings.namespaces,
                 namespaces=list(settings.namespaces),
                 liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
-                memo=kopf.Memo(runtime=runtime),
+                memo=kopf.Memo(runtime=runtime, stop=stop),
                 stop_flag=stop,
                 # Our own identity: kopf's default asks the password database for the user name, and the
                 # image runs as a bare numeric UID (65532) with no entry there (KeyError at start-up).
