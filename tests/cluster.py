@@ -5,6 +5,7 @@ Set SECRETSTAGE_KUBECONFIG to run against an existing cluster (kind, k3d, ACK) i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -100,6 +101,29 @@ def control_plane(*args: str, env: dict[str, str], timeout: float) -> str:
     return result.stdout
 
 
+@contextlib.contextmanager
+def dedicated_control_plane(state: Path, bin_dir: str) -> Iterator[tuple[Cluster, dict[str, str]]]:
+    """An etcd and kube-apiserver of one test module's own (faults, or a cluster-scoped object such as the
+    CRD that the shared control plane's tests already installed); yields the cluster and its script env."""
+    env = {**os.environ, "CP_STATE_DIR": str(state)}
+    exports = exported(control_plane("up", env=env, timeout=300))
+    api = k8s_config.new_client_from_config(config_file=exports["KUBECONFIG"])
+    try:
+        yield Cluster(kubeconfig=exports["KUBECONFIG"], bin_dir=bin_dir, api=api, server=exports["K8S_SERVER"]), env
+    finally:
+        api.close()
+        subprocess.run(["bash", str(SCRIPT), "down"], env=env, timeout=120, check=False, capture_output=True)
+
+
+def exported(out: str) -> dict[str, str]:
+    """The ``export NAME=value`` lines hack/control-plane.sh up prints (NODE_IP and NODE_NAME share one)."""
+    exports: dict[str, str] = {}
+    for line in out.splitlines():
+        if line.startswith("export "):
+            exports.update(pair.split("=", 1) for pair in line.removeprefix("export ").split())
+    return exports
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = dict(os.environ)
@@ -115,9 +139,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env["CP_STATE_DIR"] = str(state)
     started = time.monotonic()
     out = control_plane("up", env=env, timeout=300)
-    exports = dict(
-        line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line.startswith("export ")
-    )
+    exports = exported(out)
     print(f"control plane up in {time.monotonic() - started:.1f}s at {exports['K8S_SERVER']}")
     api = k8s_config.new_client_from_config(config_file=exports["KUBECONFIG"])
     try:

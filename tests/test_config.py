@@ -34,13 +34,49 @@ def test_env_and_flags() -> None:
     ("cli", "env", "needle"),
     [
         ({"endpoint_allow": ["("]}, {}, "--endpoint-allow '(' is not a valid regex"),
+        (
+            {},
+            {"SECRETSTAGE_ENDPOINT_ALLOW": "https://kms.cn-hangzhou.aliyuncs.com"},
+            "--endpoint-allow / SECRETSTAGE_ENDPOINT_ALLOW: 'https://kms.cn-hangzhou.aliyuncs.com' has an unescaped",
+        ),
         ({}, {"SECRETSTAGE_KMS_RATE_LIMIT": "fast"}, "SECRETSTAGE_KMS_RATE_LIMIT: 'fast' is not a number"),
         ({"kms_burst": 0}, {}, "--kms-burst / SECRETSTAGE_KMS_BURST must be >= 1"),
         ({}, {"SECRETSTAGE_ALLOW_OPERATOR_IDENTITY": "true"}, "--operator-identity-namespaces"),
         ({"oidc_provider_arn": "acs:ram::1:role/x"}, {}, "--oidc-provider-arn / SECRETSTAGE_OIDC_PROVIDER_ARN"),
+        ({"kms_endpoint_template": "https://{region}.example"}, {}, "the only one is {regionId}"),
+        ({"kms_endpoint_template": "kms-vpc.{regionId}.aliyuncs.com"}, {}, "is not a URL"),
+        (
+            {"kms_endpoint_template": "https://kst-hzz6.cryptoservice.kms.aliyuncs.com"},
+            {},
+            "do not pass the endpoint allow-list; add a pattern",
+        ),
     ],
 )
 def test_bad_settings_name_the_flag(cli: dict[str, object], env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError) as err:
         from_sources(cli, env)
     assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "allow", "cn_hangzhou"),
+    [
+        (None, [], "https://kms.cn-hangzhou.aliyuncs.com"),
+        ("vpc", [], "https://kms-vpc.cn-hangzhou.aliyuncs.com"),
+        ("VPC", [], "https://kms-vpc.cn-hangzhou.aliyuncs.com"),
+        ("https://kms-vpc.{regionId}.aliyuncs.com", [], "https://kms-vpc.cn-hangzhou.aliyuncs.com"),
+        (
+            "https://kst-hzz6.cryptoservice.kms.aliyuncs.com",
+            [r"https://kst-hzz6\.cryptoservice\.kms\.aliyuncs\.com"],
+            "https://kst-hzz6.cryptoservice.kms.aliyuncs.com",
+        ),
+    ],
+)
+def test_region_endpoint_template(given: str | None, allow: list[str], cn_hangzhou: str) -> None:
+    settings = from_sources({"kms_endpoint_template": given, "endpoint_allow": allow}, {})
+    assert settings.kms_endpoint_template.format(regionId="cn-hangzhou") == cn_hangzhou
+
+
+def test_an_allow_list_of_explicit_endpoints_only_keeps_the_default_template() -> None:
+    settings = from_sources({"endpoint_allow": [r"http://127\.0\.0\.1:8079"]}, {})
+    assert settings.kms_endpoint_template == "https://kms.{regionId}.aliyuncs.com"

@@ -85,3 +85,32 @@ def test_every_value_is_commented() -> None:
             uncommented.append(match.group(2))
         stack.append((indent, documented or inherited))
     assert not uncommented, uncommented
+
+
+def test_every_crd_field_is_described() -> None:
+    """`kubectl explain ssp.spec` / `.status` describe every field (metadata cannot carry one)."""
+    crd = yaml.safe_load((ROOT / "crds" / "secretstagepromotions.secretstage.io.yaml").read_text())
+    version = crd["spec"]["versions"][0]
+    missing: list[str] = []
+
+    def walk(node: dict, path: str) -> None:  # type: ignore[type-arg]
+        for name, sub in (node.get("properties") or {}).items():
+            if not sub.get("description") and f"{path}.{name}" != ".metadata":
+                missing.append(f"{path}.{name}")
+            walk(sub, f"{path}.{name}")
+        if "items" in node:
+            walk(node["items"], f"{path}[]")
+
+    walk(version["schema"]["openAPIV3Schema"], "")
+    assert not missing, f"fields without a description: {missing}"
+    reason = next(c for c in version["additionalPrinterColumns"] if c["name"] == "Reason")
+    assert reason["priority"] == 1  # shown with -o wide
+
+
+def test_the_chart_and_the_operator_refuse_the_same_endpoint_patterns() -> None:
+    from secretstage.domain import policy
+
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    in_chart = re.search(r"regexMatch `\^(.*)\$` \.", helpers)
+    assert in_chart is not None
+    assert in_chart.group(1) == policy._DOTS_MEANT.pattern

@@ -174,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     creds = check.add_mutually_exclusive_group(required=True)
     creds.add_argument("--credentials-secret", metavar="NAME", help="spec.credentials.secretRef.name")
     creds.add_argument("--service-account", metavar="NAME", help="spec.credentials.serviceAccountRef.name")
+    creds.add_argument(
+        "--operator-identity",
+        action="store_true",
+        help="spec.credentials.operatorIdentity: the operator's own RRSA identity (its namespace list must allow it)",
+    )
     check.add_argument("-n", "--namespace", help="where to create it (default: the pod's, or the kube config's)")
     check.add_argument("--name", help="the promotion's name (default secretstage-check-<random>)")
     check.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="default 120")
@@ -276,13 +281,13 @@ async def _kms_command(parser: argparse.ArgumentParser, args: argparse.Namespace
         default_provider,
     )
     from secretstage.kms.auth import check_algorithm
-    from secretstage.kms.endpoints import kms_endpoint, normalize_endpoint
+    from secretstage.kms.endpoints import PUBLIC_TEMPLATE, VPC_TEMPLATE, kms_endpoint, normalize_endpoint
 
     try:
         if args.endpoint:
             endpoint = normalize_endpoint(args.endpoint, field="--endpoint")
         elif args.region:
-            endpoint = kms_endpoint(args.region, vpc=args.vpc)
+            endpoint = kms_endpoint(args.region, template=VPC_TEMPLATE if args.vpc else PUBLIC_TEMPLATE)
         else:
             raise ConfigurationError("give --region REGION (or ALIBABA_CLOUD_REGION_ID) or --endpoint URL")
         check_algorithm(args.signature, field="--signature")
@@ -456,7 +461,9 @@ def _check(args: argparse.Namespace) -> int:
         "dryRun": True,
         "credentials": {"secretRef": {"name": args.credentials_secret}}
         if args.credentials_secret
-        else {"serviceAccountRef": {"name": args.service_account}},
+        else {"serviceAccountRef": {"name": args.service_account}}
+        if args.service_account
+        else {"operatorIdentity": True},
     }
     if args.region_id:
         spec["regionId"] = args.region_id

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from secretstage.domain.identity import provider_account
-from secretstage.domain.policy import DEFAULT_ENDPOINT_ALLOW
+from secretstage.domain.policy import DEFAULT_ENDPOINT_ALLOW, allow_pattern_problem, endpoint_problem
+from secretstage.kms.endpoints import PUBLIC_TEMPLATE, endpoint_template
+from secretstage.kms.errors import ConfigurationError
 
 
 class ConfigError(ValueError):
@@ -23,6 +25,9 @@ class Settings:
     endpoint_allow: tuple[str, ...] = DEFAULT_ENDPOINT_ALLOW
     #: Region used when a promotion sets neither spec.regionId nor spec.endpoint.
     default_region: str | None = None
+    #: The endpoint of a promotion that names a region and no spec.endpoint: the public gateway, the VPC
+    #: gateway, or a URL template with {regionId} (a dedicated KMS instance's endpoint needs none).
+    kms_endpoint_template: str = PUBLIC_TEMPLATE
     #: Client-side KMS request rate (requests/s) and burst, shared by all promotions.
     kms_rate_limit: float = 10.0
     kms_burst: int = 10
@@ -92,6 +97,9 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
             re.compile(str(pattern))
         except re.error as exc:
             raise ConfigError(f"--endpoint-allow {pattern!r} is not a valid regex: {exc}") from None
+        problem = allow_pattern_problem(str(pattern))
+        if problem:
+            raise ConfigError(f"--endpoint-allow / {ENV_PREFIX}ENDPOINT_ALLOW: {problem}")
 
     def number(key: str, env_name: str, kind: type, default: float, minimum: float) -> float:
         raw = pick(key, env_name)
@@ -117,11 +125,25 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
             provider_account(oidc_provider_arn)
         except ValueError as exc:
             raise ConfigError(f"--oidc-provider-arn / {ENV_PREFIX}OIDC_PROVIDER_ARN: {exc}") from None
+    given_template = str(pick("kms_endpoint_template", "KMS_ENDPOINT_TEMPLATE") or "")
+    flag = f"--kms-endpoint-template / {ENV_PREFIX}KMS_ENDPOINT_TEMPLATE"
+    try:
+        template = endpoint_template(given_template or "public", field=flag)
+    except ConfigurationError as exc:
+        raise ConfigError(str(exc)) from None
+    sample = template.format(regionId="cn-hangzhou")
+    # Checked when chosen: with the default, an allow-list of explicit endpoints only is fine.
+    if given_template and endpoint_problem(sample, tuple(allow) or defaults.endpoint_allow):
+        raise ConfigError(
+            f"{flag}: its endpoints (e.g. {sample}) do not pass the endpoint allow-list; add a pattern that "
+            "admits them with --endpoint-allow / SECRETSTAGE_ENDPOINT_ALLOW (chart: operator.endpointAllow)"
+        )
     election = pick("leader_election", "LEADER_ELECTION")
     settings = Settings(
         namespaces=tuple(namespaces),
         endpoint_allow=tuple(allow) if allow else defaults.endpoint_allow,
         default_region=str(pick("default_region", "DEFAULT_REGION") or "") or None,
+        kms_endpoint_template=template,
         kms_rate_limit=number("kms_rate_limit", "KMS_RATE_LIMIT", float, defaults.kms_rate_limit, 0.01),
         kms_burst=int(number("kms_burst", "KMS_BURST", int, defaults.kms_burst, 1)),
         kms_timeout=number("kms_timeout", "KMS_TIMEOUT", float, defaults.kms_timeout, 0.1),

@@ -442,7 +442,25 @@ class Attempt:
 
     async def _write(self, outcome: Outcome) -> None:
         result = replace(self.result, outcome=outcome)
-        await write_status(self.store, self.base, result, outcome, self.generation, self.number, self.now)
+        try:
+            await write_status(self.store, self.base, result, outcome, self.generation, self.number, self.now)
+        except AttemptAborted:
+            raise
+        except Exception as exc:
+            if self.result.request_id or outcome.kind in (Kind.SUCCEEDED, Kind.FAILED):
+                # The object was deleted meanwhile, or the API server stays unreachable: what was done
+                # in KMS is said here, since no status or event will say it.
+                log.warning(
+                    "%s generation %d: the status could not be written (%s); what this attempt did: %s: %s "
+                    "(move RequestId %s)",
+                    self.who or "the promotion",
+                    self.generation,
+                    exc,
+                    outcome.reason,
+                    outcome.message,
+                    self.result.request_id or "unknown",
+                )
+            raise
 
     # --- outcomes ----------------------------------------------------------------------------------
 

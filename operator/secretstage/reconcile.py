@@ -82,7 +82,7 @@ def _endpoint(request: PromotionRequest, settings: Settings) -> str:
             "set spec.regionId (e.g. cn-hangzhou) or spec.endpoint; the operator has no "
             "default region (--default-region)"
         )
-    return kms_endpoint(region)
+    return kms_endpoint(region, template=settings.kms_endpoint_template)
 
 
 def _fail(reason: str, message: str) -> AttemptResult:

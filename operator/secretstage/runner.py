@@ -47,6 +47,15 @@ def add_run_parser(sub: Any) -> None:
         help="region for promotions without spec.regionId or spec.endpoint (env SECRETSTAGE_DEFAULT_REGION)",
     )
     p.add_argument(
+        "--kms-endpoint-template",
+        metavar="TEMPLATE",
+        help="the KMS endpoint of a promotion that gives spec.regionId (or none: --default-region) and no "
+        "spec.endpoint: public (https://kms.{regionId}.aliyuncs.com, the default), vpc "
+        "(https://kms-vpc.{regionId}.aliyuncs.com, for clusters without internet egress), or a URL template, "
+        "e.g. a dedicated KMS instance's https://kst-....cryptoservice.kms.aliyuncs.com; it must pass "
+        "--endpoint-allow (env SECRETSTAGE_KMS_ENDPOINT_TEMPLATE)",
+    )
+    p.add_argument(
         "--kms-rate-limit",
         type=float,
         metavar="RPS",
@@ -269,9 +278,11 @@ async def _operate(settings: Settings, api: Any) -> int:
     )
     runtime_ref.append(runtime)
     log.info(
-        "starting: namespaces=%s endpoints=%s rate=%.1f/s leader-election=%s operator-identity=%s serviceAccountRef=%s",
+        "starting: namespaces=%s endpoints=%s region-endpoints=%s rate=%.1f/s leader-election=%s "
+        "operator-identity=%s serviceAccountRef=%s",
         list(settings.namespaces) or "all",
         list(settings.endpoint_allow),
+        settings.kms_endpoint_template,
         settings.kms_rate_limit,
         settings.leader_election,
         list(settings.operator_identity_namespaces) or "off",

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from secretstage.domain.policy import DEFAULT_ENDPOINT_ALLOW, endpoint_problem
+from secretstage.domain.policy import DEFAULT_ENDPOINT_ALLOW, allow_pattern_problem, endpoint_problem
 
 EMULATOR = (r"http://127\.0\.0\.1:8079",)
 
@@ -87,3 +89,35 @@ def test_loopback_in_any_spelling_is_loopback(host: str) -> None:
 
     assert names_loopback(host)
     assert "plain http is only allowed to loopback" not in str(endpoint_problem(f"http://{host}:8079", (".*",)))
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        *DEFAULT_ENDPOINT_ALLOW,
+        r"http://127\.0\.0\.1:8079",
+        r"https://kms-vpc\.[a-z0-9-]+\.aliyuncs\.com",
+        r"https://[a-z0-9.-]+\.example\.com",  # a dot in a class is a dot
+        r"https://.*\.example\.com",  # a wildcard on purpose
+        r"https://kst-hzz6\w+\.cryptoservice\.kms\.aliyuncs\.com",
+    ],
+)
+def test_allow_patterns_with_meant_dots(pattern: str) -> None:
+    assert allow_pattern_problem(pattern) is None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "lookalike"),
+    [
+        # what --set 'operator.endpointAllow={https://kms\.cn-...}' renders: helm drops the backslashes
+        ("https://kms.cn-hangzhou.aliyuncs.com", "https://kms.cn-hangzhouxaliyuncs.com"),
+        (r"https://kms\.cn-hangzhou.aliyuncs\.com", "https://kms.cn-hangzhouxaliyuncs.com"),
+        (r"https://kms\.cn-hangzhou\.aliyuncs.com", "https://kms.cn-hangzhou.aliyuncsxcom"),
+    ],
+)
+def test_allow_patterns_with_a_bare_dot_are_refused(pattern: str, lookalike: str) -> None:
+    assert re.fullmatch(pattern, lookalike)  # what the refusal prevents: a domain anyone can register
+    problem = allow_pattern_problem(pattern)
+    assert problem is not None
+    assert "unescaped '.'" in problem
+    assert "--set-json" in problem

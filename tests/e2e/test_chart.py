@@ -168,7 +168,7 @@ def test_service_account_tokens_only_with_service_account_identity_and_only_wher
         {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
     ]
     assert token_rules(render(cluster, *on, "--set", "watch.namespaces={a,b}")) == {"a": expected, "b": expected}
-    docs = render(cluster, *on, "--set", "serviceAccountIdentity.stsEndpoint=https://sts-vpc.cn-hangzhou.aliyuncs.com")
+    docs = render(cluster, *on, "--set", "stsEndpoint=https://sts-vpc.cn-hangzhou.aliyuncs.com")
     assert token_rules(docs) == {"": expected}
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -191,6 +191,18 @@ def test_service_account_tokens_only_with_service_account_identity_and_only_wher
             "/serviceAccountIdentity/oidcProviderArn",
         ),
         (["--set", "operator.maxWorkers=100"], "additional properties 'maxWorkers' not allowed"),
+        (
+            ["--set", r"operator.endpointAllow={https://kms\.cn-hangzhou\.aliyuncs\.com}"],  # --set eats the \
+            "operator.endpointAllow: \"https://kms.cn-hangzhou.aliyuncs.com\" has an unescaped '.'",
+        ),
+        (["--set", "operator.kmsEndpointTemplate=ftp://kms"], "/operator/kmsEndpointTemplate"),
+        (["--set", "operator.extraArgs={-v}"], "/operator/extraArgs/0"),
+        (
+            [*TEST_HOOK, "--set", "watch.namespaces={a}", "--set", "tests.namespace=b"],
+            "tests.namespace b is not watched",
+        ),
+        (["--set", "tests.secretName=s", "--set", "tests.moveToVersion=v2"], "tests: set exactly one of"),
+        ([*TEST_HOOK, "--set", "tests.operatorIdentity=true"], "tests: set exactly one of"),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(cluster: Cluster, args: list[str], message: str) -> None:
@@ -290,3 +302,113 @@ def test_clusterwide_rbac(cluster: Cluster, crd: None, namespaces: Any) -> None:
     assert not can_i(cluster, user, "delete", "deployments", "-n", anywhere)
     assert not can_i(cluster, user, "patch", "externalsecrets.external-secrets.io", "-n", anywhere)
     cluster.helm("uninstall", release, "-n", release_ns)
+
+
+def env_of(docs: list[dict[str, Any]]) -> dict[str, str | None]:
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_the_endpoint_example_in_the_docs_reaches_the_operator_as_written(cluster: Cluster, tmp_path: Path) -> None:
+    """docs/install.md's values file, rendered: the patterns the operator gets admit exactly the endpoints meant."""
+    install_md = (ROOT / "docs" / "install.md").read_text()
+    example = next(b for b in re.findall(r"```yaml\n(.*?)```", install_md, re.S) if "# values-endpoints.yaml" in b)
+    values = tmp_path / "values-endpoints.yaml"
+    values.write_text(example)
+    env = env_of(render(cluster, "-f", str(values)))
+    patterns = str(env["SECRETSTAGE_ENDPOINT_ALLOW"]).split()
+    assert env["SECRETSTAGE_KMS_ENDPOINT_TEMPLATE"] == "vpc"
+
+    def allowed(url: str) -> bool:
+        return any(re.fullmatch(p, url) for p in patterns)
+
+    assert allowed("https://kms-vpc.cn-hangzhou.aliyuncs.com")
+    assert not allowed("https://kms-vpc.cn-hangzhouxaliyuncs.com")
+    assert not allowed("https://kms-vpcxcn-hangzhou.aliyuncs.com")
+    assert not allowed("https://kms.cn-hangzhou.aliyuncs.com")  # public: not in this list
+    assert allowed("https://kst-hzz65f1a2b3c4d5e6.cryptoservice.kms.aliyuncs.com")
+    assert not allowed("https://kst-hzz65f1a2b3c4d5e6xcryptoservice.kms.aliyuncs.com")
+    # the same list through --set-json keeps the backslashes too
+    as_json = json.dumps(yaml.safe_load(example)["operator"]["endpointAllow"])
+    assert env_of(render(cluster, "--set-json", f"operator.endpointAllow={as_json}"))[
+        "SECRETSTAGE_ENDPOINT_ALLOW"
+    ] == " ".join(patterns)
+
+
+def test_values_platform_teams_expect(cluster: Cluster) -> None:
+    docs = render(
+        cluster,
+        *("--set", "commonLabels.team=platform", "--set", "deploymentAnnotations.owner=sre"),
+        *("--set", "revisionHistoryLimit=3", "--set", "operator.extraArgs={--kms-max-attempts=5}"),
+        "--set-json",
+        'topologySpreadConstraints=[{"maxSkew":1,"topologyKey":"topology.kubernetes.io/zone",'
+        '"whenUnsatisfiable":"ScheduleAnyway","labelSelector":{"matchLabels":{"app":"x"}}}]',
+        *("--set-json", 'dnsConfig={"options":[{"name":"ndots","value":"2"}]}'),
+        *("--set-json", 'extraVolumes=[{"name":"extra","emptyDir":{}}]'),
+        *("--set-json", 'extraVolumeMounts=[{"name":"extra","mountPath":"/extra"}]'),
+        *("--set", "podDisruptionBudget.enabled=true", "--set", "podDisruptionBudget.minAvailable=1"),
+        *("--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.serviceMonitor.namespace=monitoring"),
+        *("--set", "metrics.serviceMonitor.scrapeTimeout=10s"),
+        *("--set-json", 'metrics.serviceMonitor.relabelings=[{"action":"labeldrop","regex":"pod"}]'),
+        *("--set", "networkPolicy.enabled=true"),
+        *("--set", "crds.annotations.argocd\\.argoproj\\.io/sync-options=ServerSideApply=true"),
+        *("--set", "operator.kmsEndpointTemplate=vpc"),
+    )
+    by_kind = {d["kind"]: d for d in docs}
+    assert all(d["metadata"]["labels"]["team"] == "platform" for d in docs)
+    deployment = by_kind["Deployment"]
+    assert deployment["metadata"]["annotations"] == {"owner": "sre"}
+    assert deployment["spec"]["revisionHistoryLimit"] == 3
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["template"]["metadata"]["labels"]["team"] == "platform"
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert pod["dnsConfig"] == {"options": [{"name": "ndots", "value": "2"}]}
+    assert {"name": "extra", "emptyDir": {}} in pod["volumes"]
+    container = pod["containers"][0]
+    assert {"name": "extra", "mountPath": "/extra"} in container["volumeMounts"]
+    assert container["args"][-2:] == ["run", "--kms-max-attempts=5"]
+    assert env_of(docs)["SECRETSTAGE_KMS_ENDPOINT_TEMPLATE"] == "vpc"
+    assert by_kind["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+    assert "maxUnavailable" not in by_kind["PodDisruptionBudget"]["spec"]
+    monitor = by_kind["ServiceMonitor"]
+    assert monitor["metadata"]["namespace"] == "monitoring"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["secretstage-system"]}
+    assert monitor["spec"]["endpoints"][0]["scrapeTimeout"] == "10s"
+    assert monitor["spec"]["endpoints"][0]["relabelings"] == [{"action": "labeldrop", "regex": "pod"}]
+    egress_ports = [p["port"] for rule in by_kind["NetworkPolicy"]["spec"]["egress"] for p in rule["ports"]]
+    assert egress_ports.count(443) == 1
+    other_port = render(cluster, "--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServerPort=6443")
+    policy = next(d for d in other_port if d["kind"] == "NetworkPolicy")
+    assert sorted(p["port"] for p in policy["spec"]["egress"][1]["ports"]) == [443, 6443]
+    crd = by_kind["CustomResourceDefinition"]["metadata"]["annotations"]
+    assert crd["argocd.argoproj.io/sync-options"] == "ServerSideApply=true"
+    assert crd["helm.sh/resource-policy"] == "keep"
+
+
+def hook_pod_args(docs: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
+    """The `helm test` Pod's args, and where its Role and RoleBinding are."""
+    pod = next(d for d in docs if d["kind"] == "Pod")
+    where = {d["kind"]: d["metadata"]["namespace"] for d in docs if d["kind"] in ("Role", "RoleBinding", "Pod")}
+    return pod["spec"]["containers"][0]["args"], where
+
+
+def test_helm_test_lands_where_the_operator_looks_with_the_configured_identity(cluster: Cluster) -> None:
+    hook = [
+        *("--set", "tests.secretName=app/db", "--set", "tests.moveToVersion=v2"),
+        *("--set", "tests.regionId=cn-hangzhou"),
+    ]
+    args, where = hook_pod_args(render(cluster, *hook, "--set", "tests.credentialsSecret=kms"))
+    assert "--namespace=secretstage-system" in args  # all namespaces watched: the release's own
+    assert "--credentials-secret=kms" in args
+    assert set(where.values()) == {"secretstage-system"}
+    namespaced = ["--set", "watch.namespaces={team-a,team-b}"]
+    args, where = hook_pod_args(render(cluster, *hook, *namespaced, "--set", "tests.credentialsSecret=kms"))
+    assert "--namespace=team-a" in args  # the release namespace is not watched
+    assert where == {"Role": "team-a", "RoleBinding": "team-a", "Pod": "secretstage-system"}
+    rrsa = ["--set", "rrsa.enabled=true", "--set", "rrsa.roleName=r", "--set", "rrsa.allowedNamespaces={team-b}"]
+    args, _ = hook_pod_args(render(cluster, *hook, *namespaced, *rrsa, "--set", "tests.namespace=team-b"))
+    assert "--operator-identity" in args  # RRSA-only: no AccessKey Secret needed
+    assert "--namespace=team-b" in args
+    identity = ["--set", "serviceAccountIdentity.oidcProviderArn=" + OIDC_PROVIDER]
+    args, _ = hook_pod_args(render(cluster, *hook, *namespaced, *identity, "--set", "tests.serviceAccount=promoter"))
+    assert "--service-account=promoter" in args

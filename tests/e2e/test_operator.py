@@ -11,7 +11,7 @@ import pytest
 
 from tests.cluster import Cluster
 from tests.harness import GROUP, PLURAL, VERSION, EmulatorProcess, OperatorProcess, Promotions, condition, spec_for
-from tests.support import secretstage_cmd
+from tests.support import secretstage_cmd, wait_for
 
 
 def unique(prefix: str = "app") -> str:
@@ -206,6 +206,10 @@ def test_kubectl_wait_for_succeeded(
         "get", "-n", ns, "ssp/bad", "-o", "jsonpath={.status.conditions[?(@.type=='Succeeded')].reason}"
     )
     assert described.stdout == "Forbidden_ResourceNotFound"
+    wide = cluster.kubectl("get", "-n", ns, "ssp/bad", "-o", "wide").stdout.splitlines()
+    assert "REASON" in wide[0].split()
+    assert "Forbidden_ResourceNotFound" in wide[1]
+    assert "REASON" not in cluster.kubectl("get", "-n", ns, "ssp/bad").stdout  # priority 1: -o wide only
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -293,3 +297,44 @@ def test_check_command_plans_and_changes_nothing(
     )
     assert waiting.returncode == 1
     assert "not planned within 3s" in waiting.stderr
+
+
+def test_a_promotion_deleted_while_its_move_is_in_flight(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    """No finalizer: the object goes at once; the move already sent stays applied, and since no status
+    or event can say so, the operator's log does, with the move's RequestId (docs/operator.md)."""
+    secret = emulator.seed(unique(), "v1", "v2")
+    emulator.set_faults({"UpdateSecretVersionStage": {"latency_ms": 3000}})
+    try:
+        promotions.create(ns, "p", spec_for(emulator, secret, moveToVersion="v2"))
+        wait_for(
+            lambda: (promotions.get(ns, "p").get("status") or {}).get("move") or {},
+            lambda move: move.get("answer") == "Pending",
+            timeout=30,
+            what="the move journaled (and about to be sent)",
+        )
+        promotions.api.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "p")
+        move = wait_for(
+            lambda: [
+                h
+                for h in emulator.calls()["history"]
+                if h["action"] == "UpdateSecretVersionStage" and h.get("SecretName") == secret
+            ],
+            lambda moves: len(moves) == 1,
+            timeout=30,
+            what="the move to reach KMS",
+        )[0]
+    finally:
+        emulator.set_faults({})
+    assert emulator.holder(secret, "ACSCurrent") == "v2"
+    line = wait_for(
+        lambda: [x for x in operator.log_text().splitlines() if f"{ns}/p generation 1: the status could not" in x],
+        bool,
+        timeout=30,
+        what="the operator's log line about the deleted promotion",
+    )[0]
+    assert f"(move RequestId {move['request_id']})" in line
+    # the ACSPrevious fix-up and afterSuccess come after a status write: nothing more was sent
+    updates = [h for h in emulator.calls()["history"] if h.get("SecretName") == secret]
+    assert [h["action"] for h in updates].count("UpdateSecretVersionStage") == 1

@@ -3,6 +3,8 @@ for the namespaces it is allowed in."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ from kubernetes import client as k8s
 
 from tests.cluster import Cluster
 from tests.harness import SECRETS, EmulatorProcess, OperatorProcess, Promotions, condition, spec_for
+from tests.support import secretstage_cmd
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c3M6b3AifQ.c2ln"
 
@@ -64,6 +67,23 @@ def test_rrsa_identity(cluster: Cluster, crd: None, namespace: str, emulator: Em
         assert {h["access_key_id"][:4] for h in updates} == {"STS."}
         assert emulator.calls()["sts_exchanges"] == 1  # cached and shared across promotions
         assert "secretstage_credential_refreshes_total 1.0" in op.metrics()
+        # `secretstage check --operator-identity`: what `helm test` runs on an RRSA-only install
+        checked = emulator.seed("rrsa/check", "v1", "v2")
+        env_check = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
+        env_check.pop("KUBERNETES_SERVICE_HOST", None)
+        check = subprocess.run(
+            secretstage_cmd(
+                *("check", "-n", namespace, "--secret-name", checked, "--move-to-version", "v2"),
+                *("--endpoint", emulator.url, "--operator-identity", "--timeout", "60"),
+            ),
+            capture_output=True,
+            text=True,
+            env=env_check,
+            timeout=90,
+            check=False,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "ok: move ACSCurrent from v1 to v2" in check.stdout
         secret = emulator.seed("rrsa/other", "v1", "v2")
         spec = spec_for(emulator, secret, moveToVersion="v2", credentials={"operatorIdentity": True})
         promotions.create(other, "p", spec)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from kubernetes import config as k8s_config
 
-from tests.cluster import Cluster, control_plane
+from tests.cluster import Cluster, control_plane, exported
 from tests.support import ROOT
 
 
@@ -74,12 +74,7 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     subprocess.run(["bash", str(ROOT / "hack" / "node.sh"), "deps"], check=True, capture_output=True, timeout=900)
     before = host_footprint()
     out = control_plane("up", "--with-node", env=env, timeout=600)
-    exports = dict(
-        line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line.startswith("export ")
-    )
-    for line in out.splitlines():  # NODE_IP=... NODE_NAME=... share one export line
-        if line.startswith("export NODE_IP="):
-            exports.update(pair.split("=", 1) for pair in line.removeprefix("export ").split())
+    exports = exported(out)
     api = k8s_config.new_client_from_config(config_file=exports["KUBECONFIG"])
     try:
         yield Cluster(

@@ -5,7 +5,6 @@ A dedicated control plane (own etcd and kube-apiserver), so the faults touch no 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
@@ -14,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import config as k8s_config
 
-from tests.cluster import SCRIPT, Cluster
+from tests.cluster import SCRIPT, Cluster, dedicated_control_plane
 from tests.harness import EmulatorProcess, OperatorProcess, Promotions, install_crd, spec_for
 from tests.reliability.helpers import seed_many, unique, wait_all_terminal
 from tests.support import wait_for
@@ -26,22 +24,9 @@ OUTAGE_S = 6.0  # how long each fault lasts (the fault itself, not a wait for so
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory, cluster: Cluster) -> Iterator[tuple[Cluster, dict[str, str]]]:
-    state = tmp_path_factory.mktemp("faulty-plane")
-    env = {**os.environ, "CP_STATE_DIR": str(state)}
-    out = subprocess.run(
-        ["bash", str(SCRIPT), "up"], capture_output=True, text=True, env=env, timeout=300, check=True
-    ).stdout
-    exports = dict(
-        line.removeprefix("export ").split("=", 1) for line in out.splitlines() if line.startswith("export ")
-    )
-    api = k8s_config.new_client_from_config(config_file=exports["KUBECONFIG"])
-    own = Cluster(kubeconfig=exports["KUBECONFIG"], bin_dir=cluster.bin_dir, api=api, server=exports["K8S_SERVER"])
-    install_crd(own)
-    try:
+    with dedicated_control_plane(tmp_path_factory.mktemp("faulty-plane"), cluster.bin_dir) as (own, env):
+        install_crd(own)
         yield own, env
-    finally:
-        api.close()
-        subprocess.run(["bash", str(SCRIPT), "down"], env=env, timeout=120, check=False, capture_output=True)
 
 
 def component(env: dict[str, str], action: str, name: str) -> None:

@@ -35,6 +35,9 @@ helm.sh/chart: {{ include "secretstage.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: secretstage-operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* The ServiceAccount the operator runs as. */}}
@@ -87,5 +90,36 @@ app.kubernetes.io/part-of: secretstage-operator
 - apiGroups: ["external-secrets.io"]
   resources: ["externalsecrets"]
   verbs: ["get", "patch"]
+{{- end }}
+{{- end }}
+
+{{/*
+"release/namespace" of the Helm release that owns the CRD named by the second argument, when that is not
+this release, or the CRD exists without Helm ownership (applied by hand); empty otherwise. lookup asks the
+cluster, so `helm template` and Argo CD (which render without one) always render the CRD.
+*/}}
+{{- define "secretstage.crdOwnedElsewhere" -}}
+{{- $ := index . 0 }}
+{{- $existing := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" (index . 1) }}
+{{- if $existing }}
+{{- $annotations := default (dict) $existing.metadata.annotations }}
+{{- $release := get $annotations "meta.helm.sh/release-name" }}
+{{- $namespace := get $annotations "meta.helm.sh/release-namespace" }}
+{{- if not (and (eq $release $.Release.Name) (eq $namespace $.Release.Namespace)) }}
+{{- if $release }}{{ printf "release %s in namespace %s" $release $namespace }}{{ else }}{{ "no Helm release (applied by hand)" }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Refuse an operator.endpointAllow pattern with a bare "." (it matches any character: kms.cn-hangzhou.aliyuncs.com
+would admit kms.cn-hangzhouxaliyuncs.com). `helm --set` drops single backslashes, so it is nearly always a lost
+one. The operator refuses it too (domain/policy.py: allow_pattern_problem, the same expression).
+*/}}
+{{- define "secretstage.checkEndpointAllow" -}}
+{{- range .Values.operator.endpointAllow }}
+{{- if not (regexMatch `^(?:[^\\.\[]|\\.|\.[*+?{]|\[[^\]]*\])*$` .) }}
+{{- fail (printf "operator.endpointAllow: %q has an unescaped '.', which matches any character (kms.cn-hangzhou.aliyuncs.com would also admit kms.cn-hangzhouxaliyuncs.com); write it as \\. — helm --set drops single backslashes, so give the list in a values file in single quotes, or with --set-json" .) }}
+{{- end }}
 {{- end }}
 {{- end }}

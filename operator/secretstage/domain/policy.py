@@ -16,6 +16,25 @@ from secretstage.netpolicy import host_problem, names_loopback
 DEFAULT_ENDPOINT_ALLOW = (r"https://kms(-vpc)?\.[a-z0-9-]+\.aliyuncs\.com",)
 
 
+# A pattern in which every "." is escaped (\.), inside a [class], or a wildcard with a quantifier (.*, .+).
+_DOTS_MEANT = re.compile(r"(?:[^\\.\[]|\\.|\.[*+?{]|\[[^\]]*\])*")
+
+
+def allow_pattern_problem(pattern: str) -> str | None:
+    """Why an --endpoint-allow pattern is dangerous, or None.
+
+    A bare "." matches any character: kms.cn-hangzhou.aliyuncs.com also admits kms.cn-hangzhouxaliyuncs.com,
+    a domain anyone can register. It is nearly always a lost backslash (``helm --set`` drops them).
+    """
+    if _DOTS_MEANT.fullmatch(pattern):
+        return None
+    return (
+        f"{pattern!r} has an unescaped '.', which matches any character (so kms.cn-hangzhou.aliyuncs.com "
+        "would also admit kms.cn-hangzhouxaliyuncs.com); write it as \\. — helm --set drops single "
+        "backslashes, so give the list in a values file in single quotes, or with --set-json"
+    )
+
+
 def endpoint_problem(url: str, allow: Sequence[str]) -> str | None:
     """Why ``url`` may not be called, or None. ``allow`` holds regexes matched against the whole URL."""
     parts = urlsplit(url)

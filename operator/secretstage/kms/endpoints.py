@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import string
 from urllib.parse import urlsplit
 
 from secretstage.kms.errors import ConfigurationError
@@ -18,10 +19,30 @@ def validate_region(region: str, *, field: str = "regionId") -> str:
     return region
 
 
-def kms_endpoint(region: str, *, vpc: bool = False) -> str:
-    """``https://kms.<region>.aliyuncs.com`` (public) or ``https://kms-vpc.<region>.aliyuncs.com`` (VPC)."""
+PUBLIC_TEMPLATE = "https://kms.{regionId}.aliyuncs.com"
+VPC_TEMPLATE = "https://kms-vpc.{regionId}.aliyuncs.com"
+#: Names for the two shared gateways; anything else is a URL template (``{regionId}`` optional).
+ENDPOINT_TEMPLATES = {"public": PUBLIC_TEMPLATE, "vpc": VPC_TEMPLATE}
+
+
+def endpoint_template(value: str, *, field: str = "endpoint template") -> str:
+    """``public``, ``vpc``, or a URL with an optional ``{regionId}`` placeholder (a dedicated KMS
+    instance endpoint has none: one instance serves every promotion); returned as a URL template."""
+    template = ENDPOINT_TEMPLATES.get(value.strip().lower(), value.strip())
+    unknown = {name for _, name, _, _ in string.Formatter().parse(template) if name} - {"regionId"}
+    if unknown:
+        raise ConfigurationError(
+            f"{field} {value!r} has the placeholder(s) {sorted(unknown)}; the only one is {{regionId}}, "
+            "e.g. https://kms-vpc.{regionId}.aliyuncs.com (or give public or vpc)"
+        )
+    normalize_endpoint(template.format(regionId="cn-hangzhou"), field=field)
+    return template
+
+
+def kms_endpoint(region: str, *, template: str = PUBLIC_TEMPLATE) -> str:
+    """The endpoint for ``region``: by default the public gateway ``https://kms.<region>.aliyuncs.com``."""
     validate_region(region)
-    return f"https://kms{'-vpc' if vpc else ''}.{region}.aliyuncs.com"
+    return template.format(regionId=region)
 
 
 def normalize_endpoint(url: str, *, field: str = "endpoint") -> str:
@@ -46,10 +67,10 @@ def normalize_endpoint(url: str, *, field: str = "endpoint") -> str:
     return f"{parts.scheme}://{host}{f':{port}' if port else ''}"
 
 
-def resolve_endpoint(*, region: str | None = None, endpoint: str | None = None, vpc: bool = False) -> str:
-    """An explicit endpoint wins; otherwise the region's shared gateway."""
+def resolve_endpoint(*, region: str | None = None, endpoint: str | None = None, template: str = PUBLIC_TEMPLATE) -> str:
+    """An explicit endpoint wins; otherwise the region's endpoint from the template."""
     if endpoint:
         return normalize_endpoint(endpoint)
     if region:
-        return kms_endpoint(region, vpc=vpc)
+        return kms_endpoint(region, template=template)
     raise ConfigurationError("either an endpoint URL or a regionId is needed to reach KMS; set one of them")
