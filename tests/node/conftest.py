@@ -102,7 +102,7 @@ class Image:
 
 
 @pytest.fixture(scope="session")
-def operator_image(node_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Image:
+def operator_image(node_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
     """The repository's Dockerfile built here (hack/image.sh) and imported into the node's containerd."""
     tag = "test-" + uuid.uuid4().hex[:8]
     env = {**os.environ, "IMAGE_DIR": str(tmp_path_factory.mktemp("image"))}
@@ -119,7 +119,17 @@ def operator_image(node_cluster: Cluster, tmp_path_factory: pytest.TempPathFacto
     size = next((line.split(": ")[-1] for line in build.stderr.splitlines() if "built localhost/" in line), "?")
     print(f"operator image {tag}: {size}")
     import_image(node_cluster, archive)
-    return Image("localhost/secretstage/secretstage-operator", tag, archive, size)
+    yield Image("localhost/secretstage/secretstage-operator", tag, archive, size)
+    # this run's images (and retagged copies) out of the buildah storage: each is a full copy there
+    subprocess.run(
+        ["bash", str(ROOT / "hack" / "image.sh"), "rm", tag, *RETAGGED],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+
+
+RETAGGED: list[str] = []  # tags made by retag(), removed with the image
 
 
 def import_image(cluster: Cluster, archive: Path) -> None:
@@ -142,4 +152,5 @@ def retag(image: Image, tag: str, workdir: Path) -> Image:
         timeout=600,
         check=True,
     )
+    RETAGGED.append(tag)
     return Image(image.repository, tag, Path(out.stdout.strip().splitlines()[-1]), image.size)

@@ -156,6 +156,8 @@ def release(
         yaml.safe_dump(
             {
                 "image": {"repository": operator_image.repository, "tag": operator_image.tag, "pullPolicy": "Never"},
+                # namespaced, as per-team installs run: `helm test` must then go to the watched namespace
+                "watch": {"namespaces": [TENANT_NS]},
                 "operator": {"endpointAllow": [tls_emulator.url.replace(".", r"\.")], "logFormat": "text"},
                 "kmsCABundle": {"configMapName": "kms-ca"},
                 "tests": {
