@@ -77,6 +77,7 @@ def test_region_endpoint_template(given: str | None, allow: list[str], cn_hangzh
     assert settings.kms_endpoint_template.format(regionId="cn-hangzhou") == cn_hangzhou
 
 
-def test_an_allow_list_of_explicit_endpoints_only_keeps_the_default_template() -> None:
-    settings = from_sources({"endpoint_allow": [r"http://127\.0\.0\.1:8079"]}, {})
+@pytest.mark.parametrize("env", [{}, {"SECRETSTAGE_KMS_ENDPOINT_TEMPLATE": "public"}])  # the chart sets it
+def test_an_allow_list_of_explicit_endpoints_only_keeps_the_default_template(env: dict[str, str]) -> None:
+    settings = from_sources({"endpoint_allow": [r"http://127\.0\.0\.1:8079"]}, env)
     assert settings.kms_endpoint_template == "https://kms.{regionId}.aliyuncs.com"

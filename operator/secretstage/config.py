@@ -132,8 +132,9 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
     except ConfigurationError as exc:
         raise ConfigError(str(exc)) from None
     sample = template.format(regionId="cn-hangzhou")
-    # Checked when chosen: with the default, an allow-list of explicit endpoints only is fine.
-    if given_template and endpoint_problem(sample, tuple(allow) or defaults.endpoint_allow):
+    # Checked when it is not the default (which the chart sets explicitly): with the public gateway, an
+    # allow-list of explicit endpoints only (promotions that all give spec.endpoint) is fine.
+    if template != PUBLIC_TEMPLATE and endpoint_problem(sample, tuple(allow) or defaults.endpoint_allow):
         raise ConfigError(
             f"{flag}: its endpoints (e.g. {sample}) do not pass the endpoint allow-list; add a pattern that "
             "admits them with --endpoint-allow / SECRETSTAGE_ENDPOINT_ALLOW (chart: operator.endpointAllow)"
