@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import ssl
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -300,3 +302,12 @@ def install_chart(cluster: Cluster, prefix: str, namespace: str, *settings: str)
     args = [arg for setting in ("crds.enabled=false", *settings) for arg in ("--set", setting)]
     cluster.helm("install", release, CHART, "-n", namespace, *args)
     return release
+
+
+def run_check(cluster: Cluster, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """`secretstage check ARGS` as from a workstation (the kube config, not an in-cluster ServiceAccount)."""
+    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    return subprocess.run(
+        secretstage_cmd("check", *args), capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )

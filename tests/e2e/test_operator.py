@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 from typing import Any
 
 import pytest
 
 from tests.cluster import Cluster
-from tests.harness import GROUP, PLURAL, VERSION, EmulatorProcess, OperatorProcess, Promotions, condition, spec_for
-from tests.support import secretstage_cmd, wait_for
+from tests.harness import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    EmulatorProcess,
+    OperatorProcess,
+    Promotions,
+    condition,
+    run_check,
+    spec_for,
+)
+from tests.support import wait_for
 
 
 def unique(prefix: str = "app") -> str:
@@ -262,39 +270,17 @@ def test_check_command_plans_and_changes_nothing(
 ) -> None:
     """`secretstage check` (what the chart's `helm test` runs): a dry run through the operator, then cleaned up."""
     secret = emulator.seed(f"check/{uuid.uuid4().hex[:6]}", "v1", "v2")
-    common = ["check", "-n", ns, "--secret-name", secret, "--endpoint", emulator.url, "--credentials-secret"]
-    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    ok = subprocess.run(
-        secretstage_cmd(*common, "kms-credentials", "--move-to-version", "v2", "--timeout", "60"),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=90,
-        check=False,
-    )
+    common = ["-n", ns, "--secret-name", secret, "--endpoint", emulator.url, "--credentials-secret"]
+    ok = run_check(cluster, *common, "kms-credentials", "--move-to-version", "v2", "--timeout", "60")
     assert ok.returncode == 0, ok.stderr
     assert "ok: move ACSCurrent from v1 to v2" in ok.stdout, ok.stdout
     assert emulator.holder(secret, "ACSCurrent") == "v1"  # planned, not done
     assert promotions.api.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"] == []
-    bad = subprocess.run(
-        secretstage_cmd(*common, "kms-credentials", "--move-to-version", "v9", "--timeout", "60"),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=90,
-        check=False,
-    )
+    bad = run_check(cluster, *common, "kms-credentials", "--move-to-version", "v9", "--timeout", "60")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "the dry run failed: VersionNotFound" in bad.stderr
-    waiting = subprocess.run(  # no such Secret: the operator keeps it Pending, the command says so at its timeout
-        secretstage_cmd(*common, "absent", "--move-to-version", "v2", "--timeout", "3"),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    # no such Secret: the operator keeps it Pending, the command says so at its timeout
+    waiting = run_check(cluster, *common, "absent", "--move-to-version", "v2", "--timeout", "3", timeout=60)
     assert waiting.returncode == 1
     assert "not planned within 3s" in waiting.stderr
 

@@ -3,8 +3,6 @@ for the namespaces it is allowed in."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +11,7 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.cluster import Cluster
-from tests.harness import SECRETS, EmulatorProcess, OperatorProcess, Promotions, condition, spec_for
-from tests.support import secretstage_cmd
+from tests.harness import SECRETS, EmulatorProcess, OperatorProcess, Promotions, condition, run_check, spec_for
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c3M6b3AifQ.c2ln"
 
@@ -69,18 +66,10 @@ def test_rrsa_identity(cluster: Cluster, crd: None, namespace: str, emulator: Em
         assert "secretstage_credential_refreshes_total 1.0" in op.metrics()
         # `secretstage check --operator-identity`: what `helm test` runs on an RRSA-only install
         checked = emulator.seed("rrsa/check", "v1", "v2")
-        env_check = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
-        env_check.pop("KUBERNETES_SERVICE_HOST", None)
-        check = subprocess.run(
-            secretstage_cmd(
-                *("check", "-n", namespace, "--secret-name", checked, "--move-to-version", "v2"),
-                *("--endpoint", emulator.url, "--operator-identity", "--timeout", "60"),
-            ),
-            capture_output=True,
-            text=True,
-            env=env_check,
-            timeout=90,
-            check=False,
+        check = run_check(
+            cluster,
+            *("-n", namespace, "--secret-name", checked, "--move-to-version", "v2"),
+            *("--endpoint", emulator.url, "--operator-identity", "--timeout", "60"),
         )
         assert check.returncode == 0, check.stdout + check.stderr
         assert "ok: move ACSCurrent from v1 to v2" in check.stdout
