@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
+from kubernetes.client import AppsV1Api, CustomObjectsApi  # resolved at start-up (see reconcile.py)
 from kubernetes.client.exceptions import ApiException
 
 from secretstage.config import KUBE_REQUEST_TIMEOUT
@@ -51,7 +52,7 @@ def _failure(kind: str, name: str, namespace: str, exc: ApiException) -> FollowU
 
 
 async def restart_workload(api: k8s.ApiClient, namespace: str, kind: str, name: str, now: str) -> FollowUp:
-    apps = k8s.AppsV1Api(api)
+    apps = AppsV1Api(api)
     patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
     method: Any = {
         "Deployment": apps.patch_namespaced_deployment,
@@ -68,7 +69,7 @@ async def restart_workload(api: k8s.ApiClient, namespace: str, kind: str, name: 
 
 
 async def refresh_external_secret(api: k8s.ApiClient, namespace: str, name: str, stamp: str) -> FollowUp:
-    custom = k8s.CustomObjectsApi(api)
+    custom = CustomObjectsApi(api)
     patch = {"metadata": {"annotations": {FORCE_SYNC: stamp}}}
     try:
         await call(

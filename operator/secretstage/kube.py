@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from kubernetes import client as k8s
+from kubernetes.client import CustomObjectsApi  # resolved at start-up (see reconcile.py)
 from kubernetes.client.exceptions import ApiException
 
 from secretstage.config import KUBE_REQUEST_TIMEOUT
@@ -170,7 +171,7 @@ class PromotionStatus:
     def __init__(
         self, api: k8s.ApiClient, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
     ) -> None:
-        self._custom = k8s.CustomObjectsApi(api)
+        self._custom = CustomObjectsApi(api)
         self.namespace, self.name = namespace, name
         self._status: dict[str, Any] = dict(status)
         self.resource_version = resource_version

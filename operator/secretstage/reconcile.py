@@ -15,6 +15,10 @@ from typing import Any
 import httpx
 from kubernetes import client as k8s
 
+# Resolved here, at start-up: kubernetes.client loads each API class on first use (CoreV1Api: ~1 s of
+# CPU), which would otherwise stall the event loop during the first promotion that needs it.
+from kubernetes.client import CoreV1Api
+
 from secretstage import aftersuccess, identities, kube, protocol
 from secretstage.config import Settings
 from secretstage.domain import outcome as outcomes
@@ -62,7 +66,7 @@ class Runtime:
 
     @property
     def core(self) -> k8s.CoreV1Api:
-        return k8s.CoreV1Api(self.api)
+        return CoreV1Api(self.api)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -150,7 +154,7 @@ def service_account_tokens(api: k8s.ApiClient) -> Callable[[str, str], Callable[
     def source(namespace: str, name: str) -> Callable[[], Awaitable[str]]:
         async def token() -> str:
             return await kube.request_token(
-                k8s.CoreV1Api(api), namespace, name, identities.STS_AUDIENCE, identities.TOKEN_SECONDS
+                CoreV1Api(api), namespace, name, identities.STS_AUDIENCE, identities.TOKEN_SECONDS
             )
 
         return token
