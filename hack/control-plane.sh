@@ -35,6 +35,8 @@ WITH_NODE=false
 
 log() { echo "control-plane: $*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=hack/lib.sh
+source "$HERE/lib.sh"
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -81,11 +83,21 @@ go_env() {
   export GOMODCACHE=$CACHE/go/mod GOCACHE=$CACHE/go/build
 }
 
+version_ldflags() {  # what `--version` of a Kubernetes binary reports, set as a release build sets it
+  local minor=${K8S_VERSION#v1.} date x="" pkg
+  minor=${minor%%.*}
+  date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    x+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    x+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit=module-$K8S_VERSION -X $pkg.buildDate=$date"
+  done
+  echo "$x"
+}
+
 build_apiserver() {
   command -v go >/dev/null || die "Go is needed to build kube-apiserver (install Go >= 1.25) or set SECRETSTAGE_KUBECONFIG to use an existing cluster"
   log "building kube-apiserver + kube-controller-manager $K8S_VERSION from Go modules (cold: ~10-20 min)"
-  local src=$CACHE/src/apiserver minor=${K8S_VERSION#v1.} staging
-  minor=${minor%%.*}
+  local src=$CACHE/src/apiserver staging
   staging=v0.${K8S_VERSION#v1.}
   rm -rf "$src"; mkdir -p "$src"; cd "$src"
   go_env
@@ -100,12 +112,8 @@ build_apiserver() {
   [ ${#args[@]} -gt 10 ] || die "could not read the staging module list from $gomod"
   go mod edit "${args[@]}"
   go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION"
-  local date x=""
-  date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    x+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    x+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit=module-$K8S_VERSION -X $pkg.buildDate=$date"
-  done
+  local x
+  x=$(version_ldflags)
   mkdir -p "$BIN"
   go build -trimpath -tags notest -ldflags "-s -w$x" -o "$BIN/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
@@ -114,18 +122,12 @@ build_apiserver() {
 build_node_binaries() {
   log "building kubelet, kube-scheduler, kube-proxy $K8S_VERSION from Go modules (and the pause binary)"
   have_apiserver && [ -f "$CACHE/src/apiserver/go.mod" ] || build_apiserver  # the module with the staging replaces
-  local minor=${K8S_VERSION#v1.}
-  minor=${minor%%.*}
   cd "$CACHE/src/apiserver"
   go_env
   go get "k8s.io/kubernetes/cmd/kubelet@$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" \
     "k8s.io/kubernetes/cmd/kube-proxy@$K8S_VERSION"
-  local date x=""
-  date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    x+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    x+=" -X $pkg.gitTreeState=clean -X $pkg.gitCommit=module-$K8S_VERSION -X $pkg.buildDate=$date"
-  done
+  local x
+  x=$(version_ldflags)
   go build -trimpath -tags notest -ldflags "-s -w$x" -o "$BIN/" \
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy
   (cd "$HERE/pause" && go build -trimpath -ldflags "-s -w" -o "$BIN/pause" .)
@@ -271,23 +273,7 @@ current-context: $2@secretstage-test
 KC
 }
 
-wait_for() { # description timeout command...
-  local what=$1 timeout=$2; shift 2
-  local deadline=$((SECONDS + timeout)) out=""
-  while [ $SECONDS -lt $deadline ]; do
-    if out=$("$@" 2>&1); then return 0; fi
-    sleep 0.2
-  done
-  log "timed out after ${timeout}s waiting for $what; last output: ${out:0:500}"
-  return 1
-}
 
-start_bg() { # name command...
-  local name=$1; shift
-  printf '%q ' "$@" > "$STATE/$name.cmd"  # kept for `start NAME` after `stop NAME` (fault tests)
-  setsid "$@" >>"$STATE/$name.log" 2>&1 < /dev/null &
-  echo $! > "$STATE/$name.pid"
-}
 
 cmd_up() {
   if [ -f "$STATE/env" ] && [ -f "$STATE/kube-apiserver.pid" ] && kill -0 "$(cat "$STATE/kube-apiserver.pid")" 2>/dev/null; then
@@ -321,14 +307,14 @@ cmd_up() {
   local peer_port; peer_port=$(free_port)
   APISERVER_PORT=${CP_APISERVER_PORT:-$(free_port)}
   make_pki
-  start_bg etcd "$BIN/etcd" --name default --data-dir "$STATE/etcd-data" \
+  start_bg "$STATE" etcd "$BIN/etcd" --name default --data-dir "$STATE/etcd-data" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "default=http://127.0.0.1:$peer_port" --unsafe-no-fsync=true --log-level warn
   wait_for "etcd /health" 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health" || { tail -20 "$STATE/etcd.log" >&2; exit 1; }
   # Without a node: with no default route kube-apiserver cannot pick an advertise address; 192.0.2.10
   # (TEST-NET-1) is never routed to, and nothing needs to reach the API server but this machine.
-  start_bg kube-apiserver "$BIN/kube-apiserver" \
+  start_bg "$STATE" kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" --secure-port "$APISERVER_PORT" "${node_args[@]}" \
     --cert-dir "$STATE/pki" \
     --tls-cert-file "$STATE/pki/server.crt" --tls-private-key-file "$STATE/pki/server.key" \
@@ -341,7 +327,7 @@ cmd_up() {
     || { tail -30 "$STATE/kube-apiserver.log" >&2; exit 1; }
   write_kubeconfig "$STATE/admin.kubeconfig" admin "$STATE/pki/admin.crt" "$STATE/pki/admin.key"
   write_kubeconfig "$STATE/kcm.kubeconfig" kcm "$STATE/pki/kcm.crt" "$STATE/pki/kcm.key"
-  start_bg kube-controller-manager "$BIN/kube-controller-manager" \
+  start_bg "$STATE" kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig "$STATE/kcm.kubeconfig" --authentication-kubeconfig "$STATE/kcm.kubeconfig" \
     --authorization-kubeconfig "$STATE/kcm.kubeconfig" --leader-elect=false --secure-port 0 \
     --controllers "garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller$kcm_node" \
@@ -367,26 +353,15 @@ ENV
   cmd_env
 }
 
-stop_pid() { # name
-  local f=$STATE/$1.pid pid
-  [ -f "$f" ] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
-}
 
 cmd_down() {
   [ -d "$STATE" ] || { log "nothing to stop ($STATE does not exist)"; return 0; }
   if [ -d "$STATE/node" ]; then
     CP_STATE_DIR=$STATE BIN=$BIN bash "$HERE/node.sh" down || log "node teardown reported problems (above)"
   fi
-  stop_pid kube-controller-manager
-  stop_pid kube-apiserver
-  stop_pid etcd
+  stop_pid "$STATE" kube-controller-manager
+  stop_pid "$STATE" kube-apiserver
+  stop_pid "$STATE" etcd
   rm -rf "$STATE"
   log "stopped and removed $STATE"
 }
@@ -401,7 +376,7 @@ cmd_component() { # action name
   local action=$1 name=$2
   [ -f "$STATE/$name.cmd" ] || die "unknown component $name (no $STATE/$name.cmd)"
   case $action in
-    stop) stop_pid "$name" ;;
+    stop) stop_pid "$STATE" "$name" ;;
     start)
       if [ -f "$STATE/$name.pid" ] && kill -0 "$(cat "$STATE/$name.pid")" 2>/dev/null; then die "$name is running"; fi
       setsid bash -c "exec $(cat "$STATE/$name.cmd")" >>"$STATE/$name.log" 2>&1 < /dev/null &

@@ -32,6 +32,8 @@ FIXED_PATHS=(/var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni /ru
 
 log() { echo "node: $*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=hack/lib.sh
+source "$HERE/lib.sh"
 
 cmd_deps() {
   local missing=() p
@@ -47,34 +49,8 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-start_bg() { # name command...
-  local name=$1; shift
-  setsid "$@" >>"$NODE/$name.log" 2>&1 < /dev/null &
-  echo $! > "$NODE/$name.pid"
-}
 
-stop_pid() { # name
-  local f=$NODE/$1.pid pid
-  [ -f "$f" ] || return 0
-  pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$f"
-}
 
-wait_for() { # description timeout command...
-  local what=$1 timeout=$2; shift 2
-  local deadline=$((SECONDS + timeout)) out=""
-  while [ $SECONDS -lt $deadline ]; do
-    if out=$("$@" 2>&1); then return 0; fi
-    sleep 0.2
-  done
-  log "timed out after ${timeout}s waiting for $what; last output: ${out:0:500}"
-  return 1
-}
 
 kubeconfig() { # file user cert key
   cat > "$1" <<KC
@@ -211,13 +187,13 @@ cmd_up() {
   echo "$STATE" > "$LOCK"
   snapshot_host
   write_configs
-  start_bg containerd containerd --config "$NODE/containerd/config.toml"
+  start_bg "$NODE" containerd containerd --config "$NODE/containerd/config.toml"
   wait_for "containerd" 30 ctr --address "$SOCK" version || { tail -20 "$NODE/containerd.log" >&2; return 1; }
   pause_image
-  start_bg kubelet "$BIN/kubelet" --config "$NODE/kubelet.yaml" --kubeconfig "$NODE/kubelet.kubeconfig" \
+  start_bg "$NODE" kubelet "$BIN/kubelet" --config "$NODE/kubelet.yaml" --kubeconfig "$NODE/kubelet.kubeconfig" \
     --root-dir "$NODE/kubelet" --cert-dir "$NODE/kubelet/pki" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP"
-  start_bg kube-proxy "$BIN/kube-proxy" --config "$NODE/kube-proxy.yaml"
-  start_bg kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$NODE/kube-scheduler.kubeconfig" \
+  start_bg "$NODE" kube-proxy "$BIN/kube-proxy" --config "$NODE/kube-proxy.yaml"
+  start_bg "$NODE" kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$NODE/kube-scheduler.kubeconfig" \
     --authentication-kubeconfig "$NODE/kube-scheduler.kubeconfig" \
     --authorization-kubeconfig "$NODE/kube-scheduler.kubeconfig" \
     --leader-elect=false --bind-address 127.0.0.1 --secure-port "$(free_port)"
@@ -248,9 +224,9 @@ cmd_down() {
     kubectl delete pods --all --all-namespaces --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
     wait_for "pods gone" 60 bash -c "[ -z \"\$(kubectl get pods -A -o name 2>/dev/null)\" ]" || problems=1
   fi
-  stop_pid kube-scheduler
-  stop_pid kube-proxy
-  stop_pid kubelet
+  stop_pid "$NODE" kube-scheduler
+  stop_pid "$NODE" kube-proxy
+  stop_pid "$NODE" kubelet
   if [ -S "$SOCK" ]; then  # whatever kubelet left: kill and delete tasks and containers
     local c
     for c in $(ctr --address "$SOCK" -n k8s.io tasks ls -q 2>/dev/null); do
@@ -261,7 +237,7 @@ cmd_down() {
       ctr --address "$SOCK" -n k8s.io containers delete "$c" >/dev/null 2>&1 || true
     done
   fi
-  stop_pid containerd
+  stop_pid "$NODE" containerd
   pkill -KILL -f "containerd-shim-runc-v2 .*-address $SOCK" 2>/dev/null || true
   # Mounts under the node's directory (volumes, netns, overlay rootfs, shm), deepest first.
   local m

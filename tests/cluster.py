@@ -102,17 +102,32 @@ def control_plane(*args: str, env: dict[str, str], timeout: float) -> str:
 
 
 @contextlib.contextmanager
-def dedicated_control_plane(state: Path, bin_dir: str) -> Iterator[tuple[Cluster, dict[str, str]]]:
-    """An etcd and kube-apiserver of one test module's own (faults, or a cluster-scoped object such as the
-    CRD that the shared control plane's tests already installed); yields the cluster and its script env."""
+def dedicated_control_plane(
+    state: Path, bin_dir: str, *up_args: str, up_timeout: float = 300, down_timeout: float = 120
+) -> Iterator[tuple[Cluster, dict[str, str]]]:
+    """hack/control-plane.sh up ARGS with its state in ``state``, down again afterwards, also when the body
+    fails: the session's shared control plane, the node tests' (``--with-node``), or a test module's own
+    (faults, or a cluster-scoped object such as the CRD). Yields the cluster and the script's env."""
     env = {**os.environ, "CP_STATE_DIR": str(state)}
-    exports = exported(control_plane("up", env=env, timeout=300))
+    started = time.monotonic()
+    exports = exported(control_plane("up", *up_args, env=env, timeout=up_timeout))
+    print(f"control plane up in {time.monotonic() - started:.1f}s at {exports['K8S_SERVER']}")
     api = k8s_config.new_client_from_config(config_file=exports["KUBECONFIG"])
     try:
-        yield Cluster(kubeconfig=exports["KUBECONFIG"], bin_dir=bin_dir, api=api, server=exports["K8S_SERVER"]), env
+        yield (
+            Cluster(
+                kubeconfig=exports["KUBECONFIG"],
+                bin_dir=bin_dir,
+                api=api,
+                server=exports["K8S_SERVER"],
+                state_dir=state,
+                env=exports,
+            ),
+            env,
+        )
     finally:
         api.close()
-        subprocess.run(["bash", str(SCRIPT), "down"], env=env, timeout=120, check=False, capture_output=True)
+        control_plane("down", env=env, timeout=down_timeout)
 
 
 def exported(out: str) -> dict[str, str]:
@@ -136,25 +151,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(kubeconfig=external, bin_dir=bin_dir, api=api)
         return
     state = tmp_path_factory.mktemp("control-plane")
-    env["CP_STATE_DIR"] = str(state)
-    started = time.monotonic()
-    out = control_plane("up", env=env, timeout=300)
-    exports = exported(out)
-    print(f"control plane up in {time.monotonic() - started:.1f}s at {exports['K8S_SERVER']}")
-    api = k8s_config.new_client_from_config(config_file=exports["KUBECONFIG"])
-    try:
-        yield Cluster(
-            kubeconfig=exports["KUBECONFIG"],
-            bin_dir=bin_dir,
-            api=api,
-            server=exports["K8S_SERVER"],
-            state_dir=state,
-            env=exports,
-        )
-    finally:
-        api.close()
-        control_plane("down", env=env, timeout=120)
-        shutil.rmtree(state, ignore_errors=True)
+    with dedicated_control_plane(state, bin_dir) as (shared, _):
+        yield shared
+    shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kubernetes import config as k8s_config
 
-from tests.cluster import Cluster, control_plane, exported
+from tests.cluster import Cluster, control_plane, dedicated_control_plane
 from tests.support import ROOT
 
 
@@ -73,21 +72,8 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     bin_dir = control_plane("bin-dir", env=env, timeout=30).strip()
     subprocess.run(["bash", str(ROOT / "hack" / "node.sh"), "deps"], check=True, capture_output=True, timeout=900)
     before = host_footprint()
-    out = control_plane("up", "--with-node", env=env, timeout=600)
-    exports = exported(out)
-    api = k8s_config.new_client_from_config(config_file=exports["KUBECONFIG"])
-    try:
-        yield Cluster(
-            kubeconfig=exports["KUBECONFIG"],
-            bin_dir=bin_dir,
-            api=api,
-            server=exports["K8S_SERVER"],
-            state_dir=state,
-            env=exports,
-        )
-    finally:
-        api.close()
-        control_plane("down", env=env, timeout=300)
+    with dedicated_control_plane(state, bin_dir, "--with-node", up_timeout=600, down_timeout=300) as (node, _):
+        yield node
     after = host_footprint()
     changed = {key: (before[key], after[key]) for key in before if before[key] != after[key]}
     assert not changed, f"the node left the host changed: {changed}"
