@@ -25,6 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "hack" / "control-plane.sh"
 GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
 AK_ID, AK_SECRET = "LTAIbenchKey", "bench-secret-not-real-0123456789"
+BENCH_AGENT = "secretstage-bench"  # the load generator's own requests, left out of the cost counts
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: Metadata
+"""
 
 
 def free_port() -> int:
@@ -48,8 +55,14 @@ class Plane:
 
     @classmethod
     def up(cls) -> Plane:
+        """With an audit log of every request (Metadata level): the cost table counts from it."""
         state = Path(tempfile.mkdtemp(prefix="secretstage-bench-"))
-        env = {**os.environ, "CP_STATE_DIR": str(state / "cp")}
+        (state / "audit-policy.yaml").write_text(AUDIT_POLICY)
+        audit = (
+            f"--audit-policy-file {state / 'audit-policy.yaml'} --audit-log-path {state / 'audit.log'} "
+            "--audit-log-format json --audit-log-maxsize 0"
+        )
+        env = {**os.environ, "CP_STATE_DIR": str(state / "cp"), "CP_APISERVER_EXTRA_ARGS": audit}
         out = subprocess.run(
             ["bash", str(SCRIPT), "up"], capture_output=True, text=True, env=env, check=True, timeout=3600
         ).stdout
@@ -67,9 +80,28 @@ class Plane:
         server = config["clusters"][0]["cluster"]["server"]
         context = ssl.create_default_context(cafile=files["ca"])
         context.load_cert_chain(files["crt"], files["key"])
-        args = {"base_url": server, "verify": context, "timeout": 30}
+        args = {"base_url": server, "verify": context, "timeout": 30, "headers": {"User-Agent": BENCH_AGENT}}
         plane = cls(state, kubeconfig, server, httpx.Client(**args), args)
         return plane
+
+    def process(self, component: str) -> psutil.Process:
+        """kube-apiserver or etcd, by the PID file hack/control-plane.sh keeps."""
+        return psutil.Process(int((self.state / "cp" / f"{component}.pid").read_text().strip()))
+
+    def audit_mark(self) -> int:
+        return (self.state / "audit.log").stat().st_size
+
+    def audited(self, since: int, namespace: str) -> list[dict[str, Any]]:
+        """Requests in ``namespace`` completed since the mark, made by anyone but the load generator."""
+        with open(self.state / "audit.log", "rb") as log:
+            log.seek(since)
+            events = [json.loads(line) for line in log if line.strip()]
+        return [
+            e
+            for e in events
+            if (e.get("objectRef") or {}).get("namespace") == namespace
+            and not str(e.get("userAgent", "")).startswith(BENCH_AGENT)
+        ]
 
     def down(self) -> None:
         self.http.close()
@@ -180,6 +212,10 @@ class Proc:
 
     def rss_mib(self) -> float:
         return self.ps.memory_info().rss / (1024 * 1024)
+
+    def cpu_s(self) -> float:
+        times = self.ps.cpu_times()
+        return float(times.user + times.system)
 
     def stop(self) -> None:
         self.popen.terminate()

@@ -1,8 +1,15 @@
-"""`make bench`: our operator against the physical limit, side by side, on one machine.
+"""`make bench`: our operator against two yardsticks, side by side, on one machine, timed alike.
 
-The limit is the same KMS calls and status writes made directly by a minimal client (httpx, no
-framework): one UpdateSecretVersionStage + one status PATCH per promotion. Everything runs here:
-a real kube-apiserver + etcd, the KMS emulator (latency 0 ms and 50 ms), the operator process.
+The yardsticks (bench/yardstick.py) are minimal controllers with no framework, each a process of its
+own, watching the promotions of one namespace like the operator does:
+
+* raw: the least any controller must do, one UpdateSecretVersionStage + one status PATCH;
+* contract: our protocol's calls (Secret read, read, intent, move, read back, final status, Event).
+
+All three are timed the same way, from the create request to phase Succeeded seen on a watch, on the
+same control plane (kube-apiserver + etcd, with an audit log) and the same KMS emulator (latency 0 and
+50 ms). Costs are counted, not timed: KMS requests by action (the emulator's counters), Kubernetes
+requests by verb and resource (the audit log), CPU of the controller, kube-apiserver and etcd.
 Writes bench/results/latest.json (flat numbers) and docs/benchmarks.md with PNG plots.
 """
 
@@ -16,12 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
+import psutil
 
 from bench import report
 from bench.harness import AK_ID, AK_SECRET, ROOT, Plane, Proc, Watcher, emulator, operator
@@ -29,7 +37,26 @@ from secretstage.kms import Credentials, KmsClient, StaticProvider
 
 RESULTS = ROOT / "bench" / "results"
 FAIRNESS_TIMEOUT = 120.0
-SCENARIOS = ("latency", "throughput", "startup", "scaling", "fairness")
+SCENARIOS = ("fairness", "latency", "cost", "startup", "scaling", "soak")
+KMS_CONCURRENCY = 20  # the operator's default --kms-max-concurrency: the yardsticks' promotions in flight
+
+
+def cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def settle(proc: Proc, quiet_ms: float = 20, timeout: float = 15) -> None:
+    """Until the process has used less than ``quiet_ms`` of CPU in half a second: it finished what it
+    does after the last promotion (posting events, kopf's bookkeeping, freeing memory)."""
+    deadline = time.monotonic() + timeout
+    last = proc.cpu_s()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = proc.cpu_s()
+        if (now - last) * 1000 < quiet_ms:
+            return
+        last = now
 
 
 def pct(values: list[float], p: float) -> float:
@@ -62,9 +89,13 @@ def spec(url: str, secret: str) -> dict[str, Any]:
     }
 
 
+CONTROLLERS = ("ours", "contract", "raw")
+
+
 class Bench:
-    def __init__(self, quick: bool) -> None:
+    def __init__(self, quick: bool, before: Path | None) -> None:
         self.quick = quick
+        self.before = before  # another revision's operator/ (--before): "ours" measured again with it
         self.plane = Plane.up()
         self.plane.kubectl("apply", "-f", str(ROOT / "crds"))
         self.plane.kubectl("wait", "--for=condition=Established", "crd/secretstagepromotions.secretstage.io")
@@ -85,127 +116,258 @@ class Bench:
         seed(self.url, names)
         return ns, names
 
-    def latency(self, kms_ms: int, env: dict[str, str] | None = None, label: str = "", n: int | None = None) -> None:
+    def controller(self, kind: str, ns: str, label: str) -> Proc:
+        """``ours`` (the operator, or with ``before`` the other revision's), ``raw`` or ``contract``."""
+        if kind in ("ours", "before"):
+            return operator(
+                self.plane, self.url, ns, f"operator-{label}", source=self.before if kind == "before" else None
+            )
+        proc = Proc(
+            [
+                sys.executable,
+                "-m",
+                "bench.yardstick",
+                kind,
+                *("--namespace", ns, "--kubeconfig", self.plane.kubeconfig, "--kms", self.url),
+                *("--access-key-id", AK_ID, "--concurrency", str(KMS_CONCURRENCY)),
+            ],
+            self.plane.state / f"yardstick-{label}.log",
+            {"YARDSTICK_ACCESS_KEY_SECRET": AK_SECRET, "PYTHONPATH": str(ROOT)},
+        )
+        assert proc.popen.stdout is not None
+        if proc.popen.stdout.readline().decode().strip() != "ready":
+            raise RuntimeError(f"yardstick {kind} did not start; see {self.plane.state / f'yardstick-{label}.log'}")
+        return proc
+
+    def create(self, ns: str, names: list[str], indices: range, pool: ThreadPoolExecutor | None = None) -> None:
+        """Promotions p<i> for secret names[i], from 8 threads."""
+        if pool is None:
+            with ThreadPoolExecutor(8) as own:
+                self.create(ns, names, indices, own)
+            return
+        list(pool.map(lambda i: self.plane.create(ns, f"p{i}", spec(self.url, names[i])), indices))
+
+    def kinds(self) -> tuple[str, ...]:
+        return (*CONTROLLERS, "before") if self.before is not None else CONTROLLERS
+
+    def latency(self, kms_ms: int) -> None:
+        """One promotion at a time, create -> Succeeded seen on a watch, for every controller."""
         self.emu_http.put("/_emulator/faults", json={"*": {"latency_ms": kms_ms}} if kms_ms else {})
-        n = n or (50 if self.quick else 200)
-        # the limit: one UpdateSecretVersionStage + one status PATCH, sequentially, by a minimal client
-        ns, names = self.fresh(f"limit-{kms_ms}", n)
-        for i in range(n):  # objects to write status to, in a namespace no operator watches
-            self.plane.create(ns, f"p{i}", spec(self.url, names[i]))
-        limit = asyncio.run(self._limit_sequential(ns, names))
-        # ours: create -> Succeeded seen on a watch, one at a time
-        ns, names = self.fresh(f"ours-{kms_ms}{label}", n)
-        op = operator(self.plane, self.url, ns, f"operator-latency-{kms_ms}{label}", **(env or {}))
-        watcher = Watcher(self.plane, ns)
-        ours = []
+        n = 50 if self.quick else 200
         try:
-            for i, name in enumerate(names):
-                started = time.monotonic()
-                self.plane.create(ns, f"p{i}", spec(self.url, name))
-                watcher.wait([f"p{i}"], 60)
-                ours.append(watcher.done[f"p{i}"] - started)
+            for kind in self.kinds():
+                ns, names = self.fresh(f"lat-{kind}-{kms_ms}", n)
+                proc = self.controller(kind, ns, f"latency-{kind}-{kms_ms}")
+                watcher = Watcher(self.plane, ns)
+                times = []
+                try:
+                    for i, name in enumerate(names):
+                        started = time.monotonic()
+                        self.plane.create(ns, f"p{i}", spec(self.url, name))
+                        watcher.wait([f"p{i}"], 60)
+                        times.append(watcher.done[f"p{i}"] - started)
+                finally:
+                    watcher.stop()
+                    proc.stop()
+                self.samples[f"latency_{kind}_{kms_ms}ms"] = times
+                for p in (50, 95, 99):
+                    self.results[f"latency_{kms_ms}ms_p{p}_{kind}_s"] = round(pct(times, p), 4)
+        finally:
+            self.emu_http.put("/_emulator/faults", json={})
+        for p in (50, 95, 99):
+            ours = self.results[f"latency_{kms_ms}ms_p{p}_ours_s"]
+            for kind in ("raw", "contract"):
+                self.results[f"latency_{kms_ms}ms_p{p}_vs_{kind}"] = round(
+                    ours / self.results[f"latency_{kms_ms}ms_p{p}_{kind}_s"], 2
+                )
+
+    def cost(self, count: int) -> None:
+        """A burst of ``count`` for every controller: throughput, and per promotion the requests it
+        caused (KMS by action, Kubernetes by verb/resource) and the CPU of it, kube-apiserver and etcd.
+        A burst of creates with no controller is the baseline the API server's share is net of."""
+        apiserver, etcd = self.plane.process("kube-apiserver"), self.plane.process("etcd")
+        for kind in ("creates-only", *self.kinds()):
+            ns, names = self.fresh(f"cost-{kind}", count)
+            proc = None if kind == "creates-only" else self.controller(kind, ns, f"cost-{kind}")
+            watcher = Watcher(self.plane, ns)
+            self.emu_http.post("/_emulator/reset")
+            mark = self.plane.audit_mark()
+            cpu_before = [cpu(p) for p in (apiserver, etcd)] + [proc.cpu_s() if proc else 0.0]
+            started = time.monotonic()
+            try:
+                self.create(ns, names, range(count))
+                if proc is not None:
+                    watcher.wait([f"p{i}" for i in range(count)], 1800)
+                    elapsed = max(watcher.done.values()) - started
+                    settle(proc)  # what the controller does after Succeeded (events, bookkeeping) counts too
+                cpu_after = [cpu(p) for p in (apiserver, etcd)] + [proc.cpu_s() if proc else 0.0]
+            finally:
+                watcher.stop()
+                if proc is not None:
+                    proc.stop()
+            if watcher.failed:
+                raise RuntimeError(f"{kind}: {len(watcher.failed)} failed, e.g. {list(watcher.failed.items())[:2]}")
+            ms = [(b - a) * 1000 / count for a, b in zip(cpu_before, cpu_after, strict=True)]
+            r = self.results
+            r[f"cost_{kind}_cpu_ms_apiserver"], r[f"cost_{kind}_cpu_ms_etcd"] = round(ms[0], 2), round(ms[1], 2)
+            if proc is None:
+                continue
+            r[f"cost_{kind}_cpu_ms_controller"] = round(ms[2], 2)
+            r[f"cost_{kind}_cpu_ms_total"] = round(sum(ms), 2)
+            r[f"throughput_{kind}_per_s"] = round(count / elapsed, 2)
+            requests = Counter(
+                f"{e['verb']} {e['objectRef']['resource']}"
+                + (f"/{e['objectRef']['subresource']}" if e["objectRef"].get("subresource") else "")
+                for e in self.plane.audited(mark, ns)
+                if e["verb"] not in ("list", "watch")
+            )
+            r[f"cost_{kind}_k8s"] = {k: round(v / count, 2) for k, v in sorted(requests.items())}
+            r[f"cost_{kind}_k8s_writes"] = round(
+                sum(v for k, v in requests.items() if k.split()[0] in ("create", "patch", "update")) / count, 2
+            )
+            calls = self.emu_http.get("/_emulator/calls").json()["calls"]
+            r[f"cost_{kind}_kms"] = {k: round(v / count, 2) for k, v in sorted(calls.items())}
+        r = self.results
+        r["cost_burst"] = count
+        for kind in self.kinds():
+            net = r[f"cost_{kind}_cpu_ms_apiserver"] + r[f"cost_{kind}_cpu_ms_etcd"]
+            net -= r["cost_creates-only_cpu_ms_apiserver"] + r["cost_creates-only_cpu_ms_etcd"]
+            r[f"cost_{kind}_cpu_ms_control_plane_net"] = round(net, 2)
+        for kind in ("raw", "contract"):
+            r[f"cost_cpu_vs_{kind}"] = round(r["cost_ours_cpu_ms_total"] / r[f"cost_{kind}_cpu_ms_total"], 2)
+            r[f"throughput_vs_{kind}"] = round(r["throughput_ours_per_s"] / r[f"throughput_{kind}_per_s"], 2)
+
+    def done_at_startup(self, present: int, kind: str = "ours") -> dict[str, Any]:
+        """``present`` promotions already Succeeded, and one new one, when the operator starts: time to
+        the new one Succeeded, RSS once settled, and every request it made about the done ones."""
+        ns, names = self.fresh(f"done-{present}-{kind}", 1)
+
+        def done(i: int) -> None:
+            self.plane.create(ns, f"done-{i}", spec(self.url, f"bench/none-{i}"))
+            self.plane.http.patch(
+                self.plane.path(ns, f"done-{i}") + "/status",
+                json={"status": {"phase": "Succeeded", "observedGeneration": 1, "requestId": f"req-{i}"}},
+                headers={"content-type": "application/merge-patch+json"},
+            ).raise_for_status()
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(done, range(present)))
+        self.plane.create(ns, "first", spec(self.url, names[0]))
+        watcher = Watcher(self.plane, ns)
+        self.emu_http.post("/_emulator/reset")
+        mark = self.plane.audit_mark()
+        proc = None
+        try:
+            proc = self.controller(kind, ns, f"done-{present}-{kind}")
+            watcher.wait(["first"], 120)
+            startup = watcher.done["first"] - proc.started
+            settle(proc)
+            rss = proc.rss_mib()
         finally:
             watcher.stop()
-            op.stop()
-        self.samples[f"latency_ours_{kms_ms}ms{label}"] = ours
-        self.samples[f"latency_limit_{kms_ms}ms{label}"] = limit
-        for p in (50, 95, 99):
-            o, lim = pct(ours, p), pct(limit, p)
-            self.results[f"latency_{kms_ms}ms{label}_p{p}_ours_s"] = round(o, 4)
-            self.results[f"latency_{kms_ms}ms{label}_p{p}_limit_s"] = round(lim, 4)
-            self.results[f"latency_{kms_ms}ms{label}_p{p}_ratio"] = round(o / lim, 2)
-        self.emu_http.put("/_emulator/faults", json={})
+            if proc is not None:
+                proc.stop()
+        about_done = [
+            e
+            for e in self.plane.audited(mark, ns)
+            if e["verb"] not in ("list", "watch")
+            and not str(e["objectRef"].get("name", "")).startswith("first")
+            and e["objectRef"].get("resource") != "events"
+        ]
+        events = [e for e in self.plane.audited(mark, ns) if e["objectRef"].get("resource") == "events"]
+        kms = self.emu_http.get("/_emulator/calls").json()["calls"]
+        return {
+            "startup_s": startup,
+            "rss_mib": rss,
+            "k8s_requests_for_done": len(about_done),
+            "k8s_events_posted": len(events),
+            "kms_requests": sum(kms.values()),
+        }
 
-    async def _limit_sequential(self, ns: str, names: list[str]) -> list[float]:
-        out = []
-        async with (
-            httpx.AsyncClient(**self.plane.async_args) as k8s_http,
-            KmsClient(endpoint=self.url, credentials=StaticProvider(Credentials(AK_ID, AK_SECRET))) as kms,
-        ):
-            for i, name in enumerate(names):
-                started = time.monotonic()
-                await self._limit_one(kms, k8s_http, ns, i, name)
-                out.append(time.monotonic() - started)
-        return out
+    def soak(self, total: int, window: int = 100) -> dict[str, Any]:
+        """``total`` promotions created and deleted once Succeeded, at most ``window`` present at once;
+        the operator's RSS sampled throughout."""
+        ns, names = self.fresh("soak", total)
+        proc = self.controller("ours", ns, "soak")
+        watcher = Watcher(self.plane, ns)
+        rss: list[tuple[float, int, float]] = []  # (seconds, promotions done, MiB)
+        created = deleted = 0
+        started = last_sample = time.monotonic()
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                while deleted < total:
+                    finished = [f"p{i}" for i in range(deleted, created) if f"p{i}" in watcher.done]
+                    # delete in creation order: what is done first is created first, near enough
+                    ready = 0
+                    for name in finished:
+                        if name != f"p{deleted + ready}":
+                            break
+                        ready += 1
+                    list(
+                        pool.map(
+                            lambda i: self.plane.http.delete(self.plane.path(ns, f"p{i}")),
+                            range(deleted, deleted + ready),
+                        )
+                    )
+                    deleted += ready
+                    more = min(total, deleted + window) - created
+                    list(
+                        pool.map(
+                            lambda i: self.plane.create(ns, f"p{i}", spec(self.url, names[i])),
+                            range(created, created + more),
+                        )
+                    )
+                    created += more
+                    now = time.monotonic()
+                    if now - last_sample >= 1.0:
+                        rss.append((round(now - started, 1), len(watcher.done), round(proc.rss_mib(), 1)))
+                        last_sample = now
+                    if now - started > 3600:
+                        raise TimeoutError(f"soak: {deleted}/{total} after an hour")
+                    if not ready and not more:
+                        time.sleep(0.05)
+            rss.append((round(time.monotonic() - started, 1), len(watcher.done), round(proc.rss_mib(), 1)))
+        finally:
+            watcher.stop()
+            proc.stop()
+        if watcher.failed:
+            raise RuntimeError(f"soak: {len(watcher.failed)} failed, e.g. {list(watcher.failed.items())[:2]}")
+        warm = [m for _, d, m in rss if d >= total // 10]
+        return {
+            "samples": rss,
+            "per_s": total / rss[-1][0],
+            "rss_after_warmup_mib": warm[0],
+            "rss_end_mib": rss[-1][2],
+            "rss_max_mib": max(m for _, _, m in rss),
+        }
 
-    async def _limit_one(self, kms: KmsClient, k8s_http: httpx.AsyncClient, ns: str, i: int, name: str) -> None:
-        result = await kms.update_secret_version_stage(
-            name, "ACSCurrent", move_to_version="v2", remove_from_version="v1"
-        )
-        r = await k8s_http.patch(
-            self.plane.path(ns, f"p{i}") + "/status",
-            json={"status": {"phase": "Succeeded", "requestId": result.request_id}},
-            headers={"content-type": "application/merge-patch+json"},
-        )
-        r.raise_for_status()
-
-    def throughput(
-        self, count: int, label: str, env: dict[str, str] | None = None, rss_at: tuple[int, ...] = ()
-    ) -> dict[str, float]:
-        """A burst of `count`; time until all Succeeded; RSS idle, at the peak and when `rss_at` were done."""
+    def throughput(self, count: int, label: str) -> dict[str, float]:
+        """A burst of `count` for the operator; time until all Succeeded; RSS idle, peak and after."""
         ns, names = self.fresh(f"burst-{label}", count)
-        op = operator(self.plane, self.url, ns, f"operator-{label}", **(env or {}))
+        op = self.controller("ours", ns, label)
         watcher = Watcher(self.plane, ns)
         idle = op.rss_mib()
-        peak = [idle]
-        marks: dict[int, float] = {}
-
-        def create(i: int) -> None:
-            self.plane.create(ns, f"p{i}", spec(self.url, names[i]))
-
+        peak = idle
         started = time.monotonic()
         try:
             with ThreadPoolExecutor(8) as pool:
-                futures = [pool.submit(create, i) for i in range(count)]
+                futures = [pool.submit(self.plane.create, ns, f"p{i}", spec(self.url, names[i])) for i in range(count)]
                 while len(watcher.done) < count:
-                    peak[0] = max(peak[0], op.rss_mib())
-                    for mark in rss_at:
-                        if mark not in marks and len(watcher.done) >= mark:
-                            marks[mark] = op.rss_mib()
+                    peak = max(peak, op.rss_mib())
                     if time.monotonic() - started > 1800:
                         raise TimeoutError(f"{label}: {len(watcher.done)}/{count} done after 30 min")
                     time.sleep(0.2)
                 for f in futures:
                     f.result()
             elapsed = max(watcher.done.values()) - started
+            settle(op)
             after = op.rss_mib()
         finally:
             watcher.stop()
             op.stop()
         if watcher.failed:
             raise RuntimeError(f"{len(watcher.failed)} promotions failed, e.g. {list(watcher.failed.items())[:2]}")
-        stats = {
-            "elapsed_s": elapsed,
-            "per_s": count / elapsed,
-            "rss_idle_mib": idle,
-            "rss_peak_mib": peak[0],
-            "rss_after_mib": after,
-        }
-        for mark, rss in marks.items():
-            stats[f"rss_after_{mark}_mib"] = rss
-        return stats
-
-    def throughput_limit(self, count: int, concurrency: int) -> float:
-        ns, names = self.fresh("burst-limit", count)
-        for i in range(count):
-            self.plane.create(ns, f"p{i}", spec(self.url, names[i]))
-
-        async def run() -> float:
-            sem = asyncio.Semaphore(concurrency)
-            async with (
-                httpx.AsyncClient(**self.plane.async_args) as k8s_http,
-                KmsClient(endpoint=self.url, credentials=StaticProvider(Credentials(AK_ID, AK_SECRET))) as kms,
-            ):
-
-                async def one(i: int) -> None:
-                    async with sem:
-                        await self._limit_one(kms, k8s_http, ns, i, names[i])
-
-                started = time.monotonic()
-                await asyncio.gather(*(one(i) for i in range(count)))
-                return time.monotonic() - started
-
-        return asyncio.run(run())
+        return {"per_s": count / elapsed, "rss_idle_mib": idle, "rss_peak_mib": peak, "rss_after_mib": after}
 
     def fairness(self, stuck: int, label: str = "", source: Path | None = None) -> dict[str, float | None]:
         """One namespace's promotion, alone and then behind ``stuck`` promotions of another namespace that
@@ -267,21 +429,6 @@ class Bench:
         items = self.plane.http.get(self.plane.path(namespace)).json()["items"]
         return sum(1 for o in items if (o.get("status") or {}).get("phase") == "Pending")
 
-    def startup(self) -> float:
-        """Process start to the first promotion handled (the promotion exists before the operator starts)."""
-        ns, names = self.fresh("startup", 1)
-        self.plane.create(ns, "first", spec(self.url, names[0]))
-        watcher = Watcher(self.plane, ns)
-        try:
-            op: Proc | None = None
-            op = operator(self.plane, self.url, ns, "operator-startup")
-            watcher.wait(["first"], 60)
-            return watcher.done["first"] - op.started
-        finally:
-            watcher.stop()
-            if op is not None:
-                op.stop()
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -294,6 +441,12 @@ def main() -> int:
         "bench/results, the rest are kept",
     )
     parser.add_argument(
+        "--before",
+        metavar="REV",
+        help="also measure latency, cost and start-up with the operator of git revision REV (a before/after "
+        "on the same machine, in the same run), e.g. 34f60ae, the last revision before issue 15's cuts",
+    )
+    parser.add_argument(
         "--fairness-before",
         metavar="REV",
         help="also measure fairness with the operator of git revision REV (a before/after), e.g. 39ff1eb, "
@@ -304,19 +457,23 @@ def main() -> int:
     previous = RESULTS / "latest.json"
     r: dict[str, Any] = json.loads(previous.read_text()) if args.only and previous.exists() else {}
     old_samples = RESULTS / "samples.json"
-    bench = Bench(args.quick)
+    worktrees: list[Path] = []
+    before = None
+    if args.before:
+        before = checkout(args.before)
+        worktrees.append(before)
+    bench = Bench(args.quick, before / "operator" if before else None)
     if args.only and old_samples.exists():
         bench.samples.update(json.loads(old_samples.read_text()))
     step: Callable[[str], None] = lambda what: print(f"bench: {what}", file=sys.stderr, flush=True)  # noqa: E731
-    sizes = (100, 300, 1000) if args.quick else (100, 1000, 5000)
-    worktree: Path | None = None
+    sizes = (100, 300) if args.quick else (100, 1000, 5000)
     try:
         if "fairness" in chosen:  # first: its operator watches every namespace, so the cluster must be empty
             stuck = 100 if args.quick else 500
             runs: list[tuple[str, Path | None]] = [("", None)]
             if args.fairness_before:
-                worktree = checkout(args.fairness_before)
-                runs.append(("_before", worktree / "operator"))
+                worktrees.append(checkout(args.fairness_before))
+                runs.append(("_before", worktrees[-1] / "operator"))
             for label, source in runs:
                 step(
                     f"fairness: one promotion behind {stuck} stuck ones"
@@ -333,48 +490,46 @@ def main() -> int:
                 r["fairness_before_revision"] = args.fairness_before
         if "latency" in chosen:
             for ms in (0, 50):
-                step(f"latency at KMS latency {ms} ms")
+                step(f"latency at KMS latency {ms} ms: {', '.join(bench.kinds())}")
                 bench.latency(ms)
-        if "throughput" in chosen:
+        if "cost" in chosen:
             burst = 100 if args.quick else 500
-            step(f"throughput: burst of {burst}")
-            ours = bench.throughput(burst, "burst")
-            limit_s = bench.throughput_limit(burst, concurrency=100)
-            r.update(
-                {
-                    "throughput_burst": burst,
-                    "throughput_ours_per_s": round(ours["per_s"], 2),
-                    "throughput_limit_per_s": round(burst / limit_s, 2),
-                    "throughput_ratio": round(ours["per_s"] / (burst / limit_s), 3),
-                }
-            )
+            step(f"cost and throughput: a burst of {burst} for {', '.join(bench.kinds())}")
+            bench.cost(burst)
         if "startup" in chosen:
-            step("start-up")
-            r["startup_to_first_promotion_s"] = round(bench.startup(), 2)
+            for present in (300, 1000) if args.quick else (1000, 5000):
+                for kind in ("ours", "before") if before else ("ours",):
+                    step(f"start-up with {present} done promotions present ({kind})")
+                    d = bench.done_at_startup(present, kind)
+                    for key, value in d.items():
+                        r[f"done_{present}_{kind}_{key}"] = round(value, 3) if isinstance(value, float) else value
         if "scaling" in chosen:
             for n in sizes:
-                step(f"scaling: {n} objects")
+                step(f"scaling: a burst of {n}")
                 s = bench.throughput(n, f"scale-{n}")
-                r[f"scale_{n}_per_s"] = round(s["per_s"], 2)
-                r[f"scale_{n}_rss_idle_mib"] = round(s["rss_idle_mib"], 1)
-                r[f"scale_{n}_rss_peak_mib"] = round(s["rss_peak_mib"], 1)
-                r[f"scale_{n}_rss_after_mib"] = round(s["rss_after_mib"], 1)
-                if n == sizes[-1]:
-                    r["rss_idle_mib"] = round(s["rss_idle_mib"], 1)
+                for key, value in s.items():
+                    r[f"scale_{n}_{key}"] = round(value, 2)
+        if "soak" in chosen:
+            total = 1000 if args.quick else 10000
+            step(f"soak: {total} promotions created and deleted")
+            soak = bench.soak(total)
+            bench.samples["soak_rss"] = soak.pop("samples")
+            r["soak_total"] = total
+            for key, value in soak.items():
+                r[f"soak_{key}"] = round(value, 2)
     finally:
         bench.close()
-        if worktree is not None:
+        for worktree in worktrees:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=False)
+    r.update(bench.results)
+    if args.before:
+        r["before_revision"] = args.before
     r["machine_cores"] = os.cpu_count()
     r["quick"] = args.quick
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(r, indent=1, sort_keys=True) + "\n")
     (RESULTS / "samples.json").write_text(json.dumps(bench.samples) + "\n")
-    report.write(
-        r,
-        bench.samples,
-        tuple(sorted(int(k.split("_")[1]) for k in r if k.startswith("scale_") and k.endswith("_per_s"))),
-    )
+    report.write(r, bench.samples)
     print(json.dumps(r, indent=1, sort_keys=True))
     return 0
 

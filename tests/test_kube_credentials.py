@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
-from kubernetes import client as k8s
 
 from secretstage.kube import CredentialsInvalid, credentials_from_secret
 
 GOOD = {"AccessKeyId": "LTAI5tExample", "AccessKeySecret": "s3cr3t-value-xyz"}
 
 
-def secret(data: dict[str, str | bytes], type_: str = "Opaque") -> k8s.V1Secret:
+def secret(data: dict[str, str | bytes], type_: str = "Opaque") -> dict[str, Any]:
+    """A Secret as the API server returns it."""
     encoded = {k: base64.b64encode(v if isinstance(v, bytes) else v.encode()).decode() for k, v in data.items()}
-    return k8s.V1Secret(metadata=k8s.V1ObjectMeta(name="kms"), data=encoded, type=type_)
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kms"}, "data": encoded, "type": type_}
 
 
 def test_good_secret_with_trailing_newline() -> None:

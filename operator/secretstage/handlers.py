@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 
 from secretstage import reconcile as reconciling
+from secretstage.bookkeeping import PREFIX, StatusDerivedDiffBase, UnmarkedAnnotationsProgress
 from secretstage.domain.outcome import Kind
 from secretstage.domain.status import is_done
 from secretstage.kube import StatusWriteFailed
@@ -18,12 +19,6 @@ from secretstage.protocol import AttemptAborted
 
 GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
 registry = kopf.OperatorRegistry()
-EVENT_REASONS = {
-    Kind.SUCCEEDED: "Promoted",
-    Kind.FAILED: "PromotionFailed",
-    Kind.RETRY: "PromotionRetrying",
-    Kind.PENDING: "PromotionPending",
-}
 
 
 def _not_done(status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
@@ -32,12 +27,11 @@ def _not_done(status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
 
 @kopf.on.startup(registry=registry)
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # kopf's bookkeeping lives in annotations under our group: a structural CRD schema prunes
-    # anything kopf would write into .status, and handlers would then loop.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="secretstage.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="secretstage.io", key="last-handled-configuration"
-    )
+    # kopf's bookkeeping costs no write of its own (bookkeeping.py): "handled" is read from our status,
+    # retry progress goes to annotations under our group (a structural CRD schema prunes anything
+    # kopf would write into .status, and handlers would then loop).
+    settings.persistence.progress_storage = UnmarkedAnnotationsProgress(prefix=PREFIX)
+    settings.persistence.diffbase_storage = StatusDerivedDiffBase()
     settings.persistence.finalizer = "secretstage.io/finalizer"
     settings.scanning.disabled = True  # RBAC then needs no cluster-wide CRD or namespace listing
     settings.posting.level = logging.INFO
@@ -79,9 +73,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, when=_not_done)
+# One handler for every generation not yet done: with the status-derived diff-base kopf sees each
+# such generation as a creation (at start-up too), and a done one as unchanged.
 @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, when=_not_done)
-@kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, field="spec", when=_not_done)
 async def promote(
     body: kopf.Body,
     spec: kopf.Spec,

@@ -1,8 +1,7 @@
 """Calls to the Kubernetes API that the operator makes besides kopf's own: credentials Secrets,
 ServiceAccounts and their tokens (workload identity), and compare-and-set status writes.
 
-The official ``kubernetes`` client is synchronous; there is one read per promotion attempt, so it
-runs in a worker thread rather than adding a second async Kubernetes client.
+All on the one shared async client (``kubehttp``), fair by namespace.
 """
 
 from __future__ import annotations
@@ -12,16 +11,11 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
-from kubernetes import client as k8s
-from kubernetes.client import CustomObjectsApi  # resolved at start-up (see reconcile.py)
-from kubernetes.client.exceptions import ApiException
-
-from secretstage.config import KUBE_REQUEST_TIMEOUT
 from secretstage.domain.journal import StaleStatus
 from secretstage.kms import Credentials, CredentialsError
-from secretstage.kubecalls import call
+from secretstage.kubehttp import MERGE_PATCH, KubeCallFailed, KubeHttp, path
 
 KEY_ID, KEY_SECRET, KEY_TOKEN = "AccessKeyId", "AccessKeySecret", "SecurityToken"
 LIMITS = {KEY_ID: 128, KEY_SECRET: 256, KEY_TOKEN: 16384}
@@ -71,11 +65,13 @@ def _decode(secret_name: str, data: Mapping[str, Any], key: str, required: bool)
     return value
 
 
-def credentials_from_secret(secret: k8s.V1Secret) -> Credentials:
-    name = str(secret.metadata.name) if secret.metadata else "?"
-    if (secret.type or "") not in ALLOWED_TYPES:
-        raise CredentialsInvalid(f"Secret {name} has type {secret.type}; credentials must be in an Opaque Secret")
-    data = secret.data or {}
+def credentials_from_secret(secret: Mapping[str, Any]) -> Credentials:
+    """Credentials from a Secret as the API server returns it (JSON, ``data`` base64-encoded)."""
+    name = str((secret.get("metadata") or {}).get("name") or "?")
+    secret_type = secret.get("type") or ""
+    if secret_type not in ALLOWED_TYPES:
+        raise CredentialsInvalid(f"Secret {name} has type {secret_type}; credentials must be in an Opaque Secret")
+    data = secret.get("data") or {}
     key_id = _decode(name, data, KEY_ID, True)
     key_secret = _decode(name, data, KEY_SECRET, True)
     token = _decode(name, data, KEY_TOKEN, False)
@@ -84,12 +80,10 @@ def credentials_from_secret(secret: k8s.V1Secret) -> Credentials:
     return Credentials(key_id, key_secret, token, source=f"secret/{name}")
 
 
-async def read_credentials(core: k8s.CoreV1Api, namespace: str, name: str) -> Credentials:
+async def read_credentials(kube: KubeHttp, namespace: str, name: str) -> Credentials:
     try:
-        secret = await call(
-            namespace, core.read_namespaced_secret, name, namespace, _request_timeout=KUBE_REQUEST_TIMEOUT
-        )
-    except ApiException as exc:
+        secret = await kube.request(namespace, "GET", path("api", "v1", "namespaces", namespace, "secrets", name))
+    except KubeCallFailed as exc:
         if exc.status == 404:
             raise CredentialsNotFound(
                 f"Secret {namespace}/{name} not found; create it with keys AccessKeyId "
@@ -101,13 +95,15 @@ async def read_credentials(core: k8s.CoreV1Api, namespace: str, name: str) -> Cr
     return credentials_from_secret(secret)
 
 
-async def read_service_account_annotations(core: k8s.CoreV1Api, namespace: str, name: str) -> dict[str, str]:
+async def read_service_account_annotations(kube: KubeHttp, namespace: str, name: str) -> dict[str, str]:
     """The annotations of a ServiceAccount (where its RAM role is named)."""
     try:
-        account = await call(
-            namespace, core.read_namespaced_service_account, name, namespace, _request_timeout=KUBE_REQUEST_TIMEOUT
+        account = await kube.request(
+            namespace,
+            "GET",
+            path("api", "v1", "namespaces", namespace, "serviceaccounts", name),
         )
-    except ApiException as exc:
+    except KubeCallFailed as exc:
         if exc.status == 404:
             raise CredentialsNotFound(
                 f"ServiceAccount {namespace}/{name} not found; create it and annotate it with its RAM role"
@@ -118,24 +114,24 @@ async def read_service_account_annotations(core: k8s.CoreV1Api, namespace: str, 
         ) from None
     except Exception as exc:
         raise CredentialsUnavailable(f"cannot read ServiceAccount {namespace}/{name}: {type(exc).__name__}") from None
-    return dict((account.metadata.annotations if account.metadata else None) or {})
+    return {str(k): str(v) for k, v in ((account.get("metadata") or {}).get("annotations") or {}).items()}
 
 
-async def request_token(core: k8s.CoreV1Api, namespace: str, name: str, audience: str, seconds: int) -> str:
+async def request_token(kube: KubeHttp, namespace: str, name: str, audience: str, seconds: int) -> str:
     """A fresh TokenRequest token of a ServiceAccount, for one audience. Never logged, never stored."""
-    body = k8s.AuthenticationV1TokenRequest(
-        spec=k8s.V1TokenRequestSpec(audiences=[audience], expiration_seconds=seconds)
-    )
+    body = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"audiences": [audience], "expirationSeconds": seconds},
+    }
     try:
-        answer = await call(
+        answer = await kube.request(
             namespace,
-            core.create_namespaced_service_account_token,
-            name,
-            namespace,
-            body,
-            _request_timeout=KUBE_REQUEST_TIMEOUT,
+            "POST",
+            path("api", "v1", "namespaces", namespace, "serviceaccounts", name, "token"),
+            json=body,
         )
-    except ApiException as exc:
+    except KubeCallFailed as exc:
         hint = {
             403: "; the operator needs create on serviceaccounts/token in this namespace",
             404: "; it no longer exists",
@@ -147,7 +143,7 @@ async def request_token(core: k8s.CoreV1Api, namespace: str, name: str, audience
         raise CredentialsError(
             f"cannot get a token of ServiceAccount {namespace}/{name}: {type(exc).__name__}"
         ) from None
-    token = str(answer.status.token if answer.status else "")
+    token = str((answer.get("status") or {}).get("token") or "")
     if not token:
         raise CredentialsError(f"the API server returned no token for ServiceAccount {namespace}/{name}")
     return token
@@ -169,9 +165,10 @@ class PromotionStatus:
     """
 
     def __init__(
-        self, api: k8s.ApiClient, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
+        self, kube: KubeHttp, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
     ) -> None:
-        self._custom = CustomObjectsApi(api)
+        self._kube = kube
+        self._path = path("apis", GROUP, VERSION, "namespaces", namespace, PLURAL, name)
         self.namespace, self.name = namespace, name
         self._status: dict[str, Any] = dict(status)
         self.resource_version = resource_version
@@ -184,27 +181,20 @@ class PromotionStatus:
         body = {"metadata": {"resourceVersion": self.resource_version}, "status": dict(status)}
         for delay in (*WRITE_RETRY_DELAYS, None):
             try:
-                obj = cast(
-                    dict[str, Any],
-                    await call(
-                        self.namespace,
-                        self._custom.patch_namespaced_custom_object_status,
-                        GROUP,
-                        VERSION,
-                        self.namespace,
-                        PLURAL,
-                        self.name,
-                        body,
-                        _request_timeout=KUBE_REQUEST_TIMEOUT,
-                    ),
+                obj = await self._kube.request(
+                    self.namespace,
+                    "PATCH",
+                    self._path + "/status",
+                    json=body,
+                    content_type=MERGE_PATCH,
                 )
                 break
-            except ApiException as exc:
+            except KubeCallFailed as exc:
                 if exc.status == 409:
                     raise StaleStatus() from None
                 if exc.status not in (429, 500, 502, 503, 504) or delay is None:
                     raise StatusWriteFailed(f"writing the status failed: HTTP {exc.status} {exc.reason}") from None
-            except Exception as exc:  # connection errors of urllib3 and the like
+            except Exception as exc:  # connection errors and the like
                 if delay is None:
                     raise StatusWriteFailed(f"writing the status failed: {type(exc).__name__}") from None
             await asyncio.sleep(delay)
@@ -213,19 +203,7 @@ class PromotionStatus:
 
     async def refresh(self) -> Mapping[str, Any]:
         try:
-            obj = cast(
-                dict[str, Any],
-                await call(
-                    self.namespace,
-                    self._custom.get_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    PLURAL,
-                    self.name,
-                    _request_timeout=KUBE_REQUEST_TIMEOUT,
-                ),
-            )
+            obj = await self._kube.request(self.namespace, "GET", self._path)
         except Exception as exc:
             raise StatusWriteFailed(f"reading the promotion again failed: {type(exc).__name__}") from None
         self._status = dict(obj.get("status") or {})

@@ -15,10 +15,6 @@ from typing import Any
 import httpx
 from kubernetes import client as k8s
 
-# Resolved here, at start-up: kubernetes.client loads each API class on first use (CoreV1Api: ~1 s of
-# CPU), which would otherwise stall the event loop during the first promotion that needs it.
-from kubernetes.client import CoreV1Api
-
 from secretstage import aftersuccess, identities, kube, protocol
 from secretstage.config import Settings
 from secretstage.domain import outcome as outcomes
@@ -40,6 +36,7 @@ from secretstage.kms import (
     kms_endpoint,
     normalize_endpoint,
 )
+from secretstage.kubehttp import KubeHttp
 from secretstage.metrics import Metrics
 
 
@@ -49,13 +46,14 @@ def utcnow() -> str:
 
 @dataclass
 class Runtime:
-    """What every attempt shares: one HTTP client, one rate limiter, one Kubernetes client, metrics."""
+    """What every attempt shares: one KMS HTTP client, one rate limiter, the Kubernetes clients, metrics."""
 
     settings: Settings
     http: httpx.AsyncClient
     rate_limiter: TokenBucket
     gate: FairGate
-    api: k8s.ApiClient
+    kube: KubeHttp  # the hot path's calls: credentials, tokens, status
+    api: k8s.ApiClient  # afterSuccess (synchronous client, on threads)
     metrics: Metrics
     operator_credentials: CredentialsProvider | None = None
     identities: ServiceAccountIdentities | None = None  # with --oidc-provider-arn: serviceAccountRef
@@ -64,12 +62,9 @@ class Runtime:
     fence: Callable[[], str | None] | None = None  # with leader election: LeaderElector.fence_problem
     user_agent: str = "secretstage-operator"
 
-    @property
-    def core(self) -> k8s.CoreV1Api:
-        return CoreV1Api(self.api)
-
     async def aclose(self) -> None:
         await self.http.aclose()
+        await self.kube.aclose()
 
 
 def _endpoint(request: PromotionRequest, settings: Settings) -> str:
@@ -115,7 +110,7 @@ async def _credentials(
         return runtime.operator_credentials
     assert request.credentials_secret is not None
     try:
-        creds = await kube.read_credentials(runtime.core, namespace, request.credentials_secret)
+        creds = await kube.read_credentials(runtime.kube, namespace, request.credentials_secret)
     except kube.CredentialsNotFound as exc:
         return AttemptResult(outcome=outcomes.pending("CredentialsNotFound", str(exc), attempt, rng=runtime.rng))
     except kube.CredentialsUnavailable as exc:
@@ -136,7 +131,7 @@ async def _service_account_identity(
             "provider in RAM); ask the operator's administrators, or use spec.credentials.secretRef",
         )
     try:
-        annotations = await kube.read_service_account_annotations(runtime.core, namespace, service_account)
+        annotations = await kube.read_service_account_annotations(runtime.kube, namespace, service_account)
     except kube.CredentialsNotFound as exc:
         return AttemptResult(outcome=outcomes.pending("ServiceAccountNotFound", str(exc), attempt, rng=runtime.rng))
     except kube.CredentialsUnavailable as exc:
@@ -148,14 +143,12 @@ async def _service_account_identity(
     return runtime.identities.provider(namespace, service_account, role)
 
 
-def service_account_tokens(api: k8s.ApiClient) -> Callable[[str, str], Callable[[], Awaitable[str]]]:
+def service_account_tokens(client: KubeHttp) -> Callable[[str, str], Callable[[], Awaitable[str]]]:
     """TokenRequest tokens for STS: a fresh one per exchange, never cached, logged or stored."""
 
     def source(namespace: str, name: str) -> Callable[[], Awaitable[str]]:
         async def token() -> str:
-            return await kube.request_token(
-                CoreV1Api(api), namespace, name, identities.STS_AUDIENCE, identities.TOKEN_SECONDS
-            )
+            return await kube.request_token(client, namespace, name, identities.STS_AUDIENCE, identities.TOKEN_SECONDS)
 
         return token
 
@@ -235,7 +228,7 @@ async def run_attempt(
     working from a stale copy), and ``kube.StatusWriteFailed`` when the API server cannot be written.
     """
     number = (int(status.get("attempts") or 0) if status.get("observedGeneration") == generation else 0) + 1
-    store = kube.PromotionStatus(runtime.api, namespace, name, status, resource_version)
+    store = kube.PromotionStatus(runtime.kube, namespace, name, status, resource_version)
     with runtime.metrics.in_flight.track_inprogress():
         prepared = await prepare(runtime, spec, namespace, number)
         if isinstance(prepared, AttemptResult):

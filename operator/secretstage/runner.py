@@ -184,13 +184,15 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _load_kube_config() -> Any:
+    """In-cluster ServiceAccount first, else KUBECONFIG: one configuration for both Kubernetes clients."""
     from kubernetes import client, config
 
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return client.ApiClient(configuration)
 
 
 async def _standby_health(port: int) -> Any:
@@ -221,6 +223,7 @@ async def _operate(settings: Settings, api: Any) -> int:
     from secretstage.kms import CredentialsError, FairGate, TokenBucket, default_provider
     from secretstage.kms.credentials import sts_endpoint_from_env
     from secretstage.kms.transport import guarded_client
+    from secretstage.kubehttp import KubeHttp
     from secretstage.metrics import Metrics
     from secretstage.reconcile import Runtime, service_account_tokens
 
@@ -254,22 +257,25 @@ async def _operate(settings: Settings, api: Any) -> int:
             operator_credentials = default_provider(http=http, on_refresh=metrics.credential_refreshes.inc)
         except CredentialsError as exc:
             log.warning("operator identity allowed but not configured: %s", exc)
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    user_agent = f"secretstage-operator/{__version__} ({identity})"
+    kube = KubeHttp.from_configuration(api.configuration, user_agent=user_agent)
     service_accounts = None
     if settings.oidc_provider_arn:
         service_accounts = ServiceAccountIdentities(
             oidc_provider_arn=settings.oidc_provider_arn,
             sts_endpoint=sts_endpoint_from_env(os.environ),
-            token_source=service_account_tokens(api),
+            token_source=service_account_tokens(kube),
             http=http,
             on_refresh=metrics.credential_refreshes.inc,
         )
-    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     runtime = Runtime(
-        user_agent=f"secretstage-operator/{__version__} ({identity})",
+        user_agent=user_agent,
         settings=settings,
         http=http,
         rate_limiter=TokenBucket(settings.kms_rate_limit, settings.kms_burst),
         gate=FairGate(settings.kms_max_concurrency, settings.kms_max_concurrency_per_namespace),
+        kube=kube,
         api=api,
         metrics=metrics,
         operator_credentials=operator_credentials,

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
+from kubernetes import watch as k8s_watch
 
 from tests.cluster import Cluster
 from tests.harness import (
@@ -324,3 +325,48 @@ def test_a_promotion_deleted_while_its_move_is_in_flight(
     # the ACSPrevious fix-up and afterSuccess come after a status write: nothing more was sent
     updates = [h for h in emulator.calls()["history"] if h.get("SecretName") == secret]
     assert [h["action"] for h in updates].count("UpdateSecretVersionStage") == 1
+
+
+def test_a_promotion_costs_two_status_writes_and_one_event(
+    cluster: Cluster, operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    """No write for kopf's bookkeeping (operator/secretstage/bookkeeping.py): the intent and the final
+    status are the object's only changes, and one Event says what happened. Seen on a watch of the
+    namespace, until a later promotion is done too (kopf's bookkeeping PATCH came right after the
+    handler, so by then it would have been seen)."""
+    first, sentinel = emulator.seed(unique(), "v1", "v2"), emulator.seed(unique(), "v1", "v2")
+    created = promotions.create(ns, "counted", spec_for(emulator, first, moveToVersion="v2"))
+    changes: list[dict[str, Any]] = []
+    sentinel_created = False
+    stream = k8s_watch.Watch()
+    try:
+        for event in stream.stream(
+            promotions.api.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            ns,
+            PLURAL,
+            resource_version=created["metadata"]["resourceVersion"],
+            timeout_seconds=60,
+        ):
+            obj = event["object"]
+            name, phase = obj["metadata"]["name"], (obj.get("status") or {}).get("phase")
+            if name == "counted":
+                changes.append(obj)
+                if phase == "Succeeded" and not sentinel_created:
+                    promotions.create(ns, "sentinel", spec_for(emulator, sentinel, moveToVersion="v2"))
+                    sentinel_created = True
+            elif phase in ("Succeeded", "Failed"):
+                break
+    finally:
+        stream.stop()
+    phases = [(o.get("status") or {}).get("phase") for o in changes]
+    assert phases[-1:] == ["Succeeded"], phases
+    assert len(changes) == 2, f"the object changed {len(changes)} times: {phases}"
+    last = changes[-1]
+    assert not any(k.startswith("secretstage.io/") for k in last["metadata"].get("annotations") or {}), last["metadata"]
+    # the only writer of the object itself (not its status) is whoever created it
+    spec_writers = [m for m in last["metadata"]["managedFields"] if m.get("subresource") != "status"]
+    assert len(spec_writers) == 1, last["metadata"]["managedFields"]
+    events = promotions.wait_events(ns, "counted", lambda events: any(e.reason == "Promoted" for e in events))
+    assert [e.reason for e in events] == ["Promoted"]

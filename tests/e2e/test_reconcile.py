@@ -23,6 +23,7 @@ from secretstage import aftersuccess, handlers
 from secretstage.config import Settings
 from secretstage.emulator.app import Faults
 from secretstage.kms import FairGate, TokenBucket
+from secretstage.kubehttp import KubeHttp
 from secretstage.metrics import Metrics
 from secretstage.reconcile import Runtime
 from tests.cluster import Cluster
@@ -34,16 +35,17 @@ LOG = logging.getLogger("test")
 
 @pytest.fixture
 async def runtime(cluster: Cluster, crd: None, kms: RunningEmulator) -> AsyncIterator[Runtime]:
-    http = httpx.AsyncClient(timeout=10)
-    yield Runtime(
+    runtime = Runtime(
         settings=Settings(endpoint_allow=(re.escape(kms.url),)),
-        http=http,
+        http=httpx.AsyncClient(timeout=10),
         rate_limiter=TokenBucket(1000, 1000),
         gate=FairGate(20),
+        kube=KubeHttp.from_configuration(cluster.api.configuration),
         api=cluster.api,
         metrics=Metrics(),
     )
-    await http.aclose()
+    yield runtime
+    await runtime.aclose()
 
 
 @pytest.fixture

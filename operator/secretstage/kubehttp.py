@@ -1,0 +1,107 @@
+"""The operator's own Kubernetes calls on the hot path, async, on one shared httpx client.
+
+Per promotion attempt the operator reads the credentials Secret (or ServiceAccount and a token) and
+writes the status twice. The official ``kubernetes`` client is synchronous: each call took a worker
+thread, and its generated layers (validation wrappers, model (de)serialisation) cost more CPU than
+the request itself. Here each call is one request on a pooled, kept-alive connection, with the
+connection settings the ``kubernetes`` package loaded (in-cluster or kubeconfig).
+
+Calls wait for a connection through a ``FairGate``: a free one goes to the waiting namespace that
+holds the fewest, so one namespace's backlog (500 promotions retrying for ever) costs another at
+most about one call per connection (docs/benchmarks.md, fairness).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Generator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import httpx
+
+from secretstage.config import KUBE_REQUEST_TIMEOUT
+from secretstage.kms.ratelimit import FairGate
+
+if TYPE_CHECKING:
+    from kubernetes.client import Configuration
+
+CONNECTIONS = 16  # calls in flight to the API server; each holds one kept-alive connection
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeCallFailed(Exception):
+    """The API server answered with an error status; ``status`` is its HTTP status code."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"HTTP {status} {reason}")
+        self.status, self.reason = status, reason
+
+
+class _ConfiguredToken(httpx.Auth):
+    """The bearer token as the ``kubernetes`` configuration has it now: its refresh hook re-reads a
+    projected ServiceAccount token (rotated by the kubelet) or runs a kubeconfig's exec plugin."""
+
+    def __init__(self, configuration: Configuration) -> None:
+        self._configuration = configuration
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self._configuration.get_api_key_with_prefix("authorization")
+        if token:
+            request.headers["Authorization"] = token
+        yield request
+
+
+def path(*segments: str) -> str:
+    """An API path from its segments, each quoted: a name can never reach another path."""
+    return "/" + "/".join(quote(s, safe="") for s in segments)
+
+
+class KubeHttp:
+    def __init__(self, client: httpx.AsyncClient, connections: int = CONNECTIONS) -> None:
+        self.client = client
+        self.gate = FairGate(connections)
+
+    @classmethod
+    def from_configuration(
+        cls, configuration: Configuration, connections: int = CONNECTIONS, user_agent: str = "secretstage-operator"
+    ) -> KubeHttp:
+        verify: ssl.SSLContext | bool = False
+        if configuration.verify_ssl:
+            verify = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+            if configuration.cert_file:
+                verify.load_cert_chain(configuration.cert_file, configuration.key_file)
+        client = httpx.AsyncClient(
+            base_url=configuration.host,
+            verify=verify,
+            auth=_ConfiguredToken(configuration),
+            # No proxy from the environment: the API server is reached as the configuration says.
+            trust_env=False,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            # a hung API server must not hold a promotion for ever; waiting for a connection is the gate's business
+            timeout=httpx.Timeout(KUBE_REQUEST_TIMEOUT[1], connect=KUBE_REQUEST_TIMEOUT[0], pool=None),
+            headers={"Accept": "application/json", "User-Agent": user_agent},
+        )
+        return cls(client, connections)
+
+    async def request(
+        self,
+        namespace: str,
+        method: str,
+        url: str,
+        *,
+        json: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """One call on behalf of ``namespace`` (the fairness key); the decoded answer, or
+        ``KubeCallFailed`` for an error status (``httpx.HTTPError`` for a transport failure)."""
+        headers = {"Content-Type": content_type} if json is not None else None
+        async with self.gate.slot(namespace):
+            response = await self.client.request(method, url, json=json, headers=headers)
+        if response.status_code >= 400:
+            raise KubeCallFailed(response.status_code, response.reason_phrase)
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
