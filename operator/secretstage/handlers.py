@@ -21,8 +21,13 @@ GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
 registry = kopf.OperatorRegistry()
 
 
-def _not_done(status: kopf.Status, meta: kopf.Meta, **_: Any) -> bool:
-    return not is_done(status, meta.get("generation"))
+def _not_done(status: kopf.Status, meta: kopf.Meta, uid: str | None, memo: Any, **_: Any) -> bool:
+    """This generation is not final: neither in the body kopf has, nor just now by this process."""
+    generation, finished = meta.get("generation"), memo.runtime.finished
+    if is_done(status, generation):
+        finished.forget(uid or "")  # kopf has caught up with our final write
+        return False
+    return not finished.covers(uid or "", generation)
 
 
 @kopf.on.startup(registry=registry)
@@ -83,6 +88,7 @@ async def promote(
     status: kopf.Status,
     namespace: str | None,
     name: str | None,
+    uid: str | None,
     memo: Any,
     logger: logging.Logger | logging.LoggerAdapter[Any],
     **_: Any,
@@ -105,11 +111,14 @@ async def promote(
         # journaled this generation meanwhile. Done there: nothing to do; else look again soon.
         if is_done(aborted.status, generation):
             logger.debug("a newer status already finished this generation; nothing to do")
+            memo.runtime.finished.add(uid or "", generation)
             return
         raise kopf.TemporaryError("the promotion's status changed under this attempt; looking again", delay=1) from None
     for event_type, reason, message in attempt.events:
         kopf.event(body, type=event_type, reason=reason, message=message)
     result, outcome = attempt.result, attempt.result.outcome
+    if outcome.kind in (Kind.SUCCEEDED, Kind.FAILED):
+        memo.runtime.finished.add(uid or "", generation)
     logger.info("%s: %s (RequestId %s)", outcome.reason, outcome.message, result.request_id or "-")
     if outcome.kind is Kind.FAILED:
         raise kopf.PermanentError(f"{outcome.reason}: {outcome.message}")

@@ -1,6 +1,7 @@
-"""The operator's own Kubernetes API calls, on threads of their own, taken in turn by namespace.
+"""afterSuccess's Kubernetes API calls (official client), on threads of their own, taken in turn by namespace.
 
-The official ``kubernetes`` client is synchronous, so each call runs on a thread. With asyncio's
+The hot path's calls are async (``kubehttp``); afterSuccess patches workloads and ExternalSecrets
+with the official ``kubernetes`` client, which is synchronous, so each call runs on a thread. With asyncio's
 default executor (a handful of threads, first come first served), 500 promotions of one namespace
 retrying for ever (each retry a Secret read and a status write) kept every thread busy, and another
 namespace's single promotion waited behind all of their calls: 15.7 s in bench/ (docs/benchmarks.md).
@@ -32,8 +33,8 @@ class FairCalls:
             return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
 
-#: The one instance every Kubernetes call of the operator goes through (leader election has its own
-#: executor: a Lease renewal must never wait behind promotions).
+#: The one instance afterSuccess's calls go through (leader election has its own executor: a Lease
+#: renewal must never wait behind promotions).
 CALLS = FairCalls()
 
 

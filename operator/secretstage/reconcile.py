@@ -7,6 +7,7 @@ hands over to ``protocol``. kopf-free, so it can be read and tested without the 
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,36 @@ def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class RecentlyFinished:
+    """Generations this process finished whose final status kopf may not have seen yet.
+
+    kopf hands the handler the newest body it has; right after our final status write that can still
+    be the body of our intent write (its watch event came first), which looks unfinished. Without
+    this record kopf would start the same generation again: a KMS read, a status write refused by
+    compare-and-set (409), a GET, for nothing. An entry goes once kopf shows a final status for that
+    generation; the cap bounds what objects deleted before that leave behind.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._generations: OrderedDict[str, int] = OrderedDict()
+        self.capacity = capacity
+
+    def add(self, uid: str, generation: int) -> None:
+        self._generations[uid] = generation
+        self._generations.move_to_end(uid)
+        while len(self._generations) > self.capacity:
+            self._generations.popitem(last=False)
+
+    def covers(self, uid: str, generation: int | None) -> bool:
+        return generation is not None and self._generations.get(uid) == generation
+
+    def forget(self, uid: str) -> None:
+        self._generations.pop(uid, None)
+
+    def __len__(self) -> int:
+        return len(self._generations)
+
+
 @dataclass
 class Runtime:
     """What every attempt shares: one KMS HTTP client, one rate limiter, the Kubernetes clients, metrics."""
@@ -59,6 +90,7 @@ class Runtime:
     identities: ServiceAccountIdentities | None = None  # with --oidc-provider-arn: serviceAccountRef
     rng: random.Random = field(default_factory=random.Random)
     locks: protocol.SecretLocks = field(default_factory=protocol.SecretLocks)
+    finished: RecentlyFinished = field(default_factory=RecentlyFinished)
     fence: Callable[[], str | None] | None = None  # with leader election: LeaderElector.fence_problem
     user_agent: str = "secretstage-operator"
 

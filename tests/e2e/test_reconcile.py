@@ -104,6 +104,7 @@ async def handle(runtime: Runtime, body: dict[str, Any]) -> list[tuple[str, str,
             status=body.get("status") or {},
             namespace=body["metadata"]["namespace"],
             name=body["metadata"]["name"],
+            uid=body["metadata"]["uid"],
             memo=SimpleNamespace(runtime=runtime),
             logger=LOG,
         )
