@@ -136,6 +136,14 @@ class Plane:
         base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
         return f"{base}/{name}" if name else base
 
+    def client(self) -> httpx.Client:
+        """A client of this thread's own: the load generator writes from several threads, and one
+        httpx.Client shared by them mixed up TLS records under load (SSL: WRONG_VERSION_NUMBER)."""
+        client: httpx.Client | None = getattr(_local, "client", None)
+        if client is None:
+            client = _local.client = httpx.Client(**self.async_args)
+        return client
+
     def create(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -143,7 +151,7 @@ class Plane:
             "metadata": {"name": name},
             "spec": spec,
         }
-        self.http.post(self.path(namespace), json=body).raise_for_status()
+        self.client().post(self.path(namespace), json=body).raise_for_status()
 
 
 class Watcher:
@@ -168,9 +176,12 @@ class Watcher:
                 time.sleep(0.1)
         while not self._stop:
             try:
-                with self._client.stream(
-                    "GET", self._url, params={"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true"}
-                ) as r:
+                # The server ends each watch after a second, so that stop() can wait for this thread
+                # instead of closing the client under it: a socket closed while this thread reads it
+                # lets TLS read from whatever connection gets its descriptor number next (another
+                # thread's handshake then failed with SSL WRONG_VERSION_NUMBER).
+                params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true", "timeoutSeconds": "1"}
+                with self._client.stream("GET", self._url, params=params) as r:
                     for line in r.iter_lines():
                         if self._stop:
                             return
@@ -200,6 +211,7 @@ class Watcher:
 
     def stop(self) -> None:
         self._stop = True
+        self._thread.join(30)
         self._client.close()
 
 
@@ -266,7 +278,7 @@ def operator(
             "-m",
             "secretstage.cli",
             "--log-level",
-            "WARNING",
+            os.environ.get("BENCH_OPERATOR_LOG_LEVEL", "WARNING"),
             "run",
             *watch,
             "--endpoint-allow",

@@ -96,7 +96,7 @@ crowd took all 100 of kopf's workers and the other namespace's promotion never s
 left of the ratio is the promotion's turn for rate tokens and threads among the crowd's retries. An
 intermediate version, with KMS traffic already fair but the operator's Kubernetes calls on asyncio's
 default executor (first come first served), took 15.7 s here (measured watching the two namespaces
-by name); hence `secretstage.kubecalls`.
+by name); hence the fair gate on the operator's Kubernetes calls (now `secretstage.kubehttp`).
 
 """
 

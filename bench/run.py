@@ -244,7 +244,7 @@ class Bench:
 
         def done(i: int) -> None:
             self.plane.create(ns, f"done-{i}", spec(self.url, f"bench/none-{i}"))
-            self.plane.http.patch(
+            self.plane.client().patch(
                 self.plane.path(ns, f"done-{i}") + "/status",
                 json={"status": {"phase": "Succeeded", "observedGeneration": 1, "requestId": f"req-{i}"}},
                 headers={"content-type": "application/merge-patch+json"},

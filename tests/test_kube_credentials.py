@@ -46,3 +46,25 @@ def test_invalid(data: dict[str, str | bytes], type_: str, needle: str) -> None:
         credentials_from_secret(secret(data, type_))
     assert needle in str(err.value)
     assert "s3cr3t" not in str(err.value)
+
+
+def test_the_api_server_client_sends_the_kubeconfig_token(tmp_path: Any) -> None:
+    """kubehttp authenticates as the kubeconfig says (a token user here; certificates go to TLS)."""
+    import httpx
+    from kubernetes import client, config
+
+    from secretstage.kubehttp import KubeHttp
+
+    kubeconfig = tmp_path / "config.json"
+    kubeconfig.write_text(
+        '{"apiVersion":"v1","kind":"Config","clusters":[{"name":"c","cluster":{"server":"https://127.0.0.1:9",'
+        '"insecure-skip-tls-verify":true}}],"users":[{"name":"u","user":{"token":"t0ken"}}],'
+        '"contexts":[{"name":"x","context":{"cluster":"c","user":"u"}}],"current-context":"x"}'
+    )
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
+    kube = KubeHttp.from_configuration(configuration)
+    request = kube.client.build_request("GET", "/api")
+    flow = kube.client.auth.sync_auth_flow(request)  # type: ignore[union-attr]
+    assert next(flow).headers["Authorization"] == "Bearer t0ken"
+    assert isinstance(kube.client, httpx.AsyncClient)

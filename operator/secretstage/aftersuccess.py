@@ -11,12 +11,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client as k8s
-from kubernetes.client import AppsV1Api, CustomObjectsApi  # resolved at start-up (see reconcile.py)
-from kubernetes.client.exceptions import ApiException
-
-from secretstage.config import KUBE_REQUEST_TIMEOUT
-from secretstage.kubecalls import call
+from secretstage.kubehttp import MERGE_PATCH, KubeCallFailed, KubeHttp, path
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
 FORCE_SYNC = "force-sync"  # the annotation External Secrets Operator re-syncs on
@@ -38,7 +33,10 @@ class FollowUp:
         return {"kind": self.kind, "name": self.name, "result": self.result, "message": self.message}
 
 
-def _failure(kind: str, name: str, namespace: str, exc: ApiException) -> FollowUp:
+WORKLOAD_RESOURCES = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
+
+
+def _failure(kind: str, name: str, namespace: str, exc: KubeCallFailed) -> FollowUp:
     if exc.status == 404:
         return FollowUp(kind, name, "NotFound", f"{kind} {namespace}/{name} not found; nothing restarted or refreshed")
     if exc.status == 403:
@@ -51,55 +49,43 @@ def _failure(kind: str, name: str, namespace: str, exc: ApiException) -> FollowU
     return FollowUp(kind, name, "Error", f"patching {kind} {namespace}/{name} failed: HTTP {exc.status}")
 
 
-async def restart_workload(api: k8s.ApiClient, namespace: str, kind: str, name: str, now: str) -> FollowUp:
-    apps = AppsV1Api(api)
-    patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
-    method: Any = {
-        "Deployment": apps.patch_namespaced_deployment,
-        "StatefulSet": apps.patch_namespaced_stateful_set,
-        "DaemonSet": apps.patch_namespaced_daemon_set,
-    }[kind]
+async def _patch(
+    kube: KubeHttp, namespace: str, kind: str, name: str, url: str, patch: dict[str, Any]
+) -> FollowUp | None:
+    """None when patched; else what went wrong, as a result (never raised out of the handler)."""
     try:
-        await call(namespace, method, name, namespace, patch, _request_timeout=KUBE_REQUEST_TIMEOUT)
-    except ApiException as exc:
+        await kube.request(namespace, "PATCH", url, json=patch, content_type=MERGE_PATCH)
+    except KubeCallFailed as exc:
         return _failure(kind, name, namespace, exc)
-    except Exception as exc:  # connection errors and the like: reported, never raised out of the handler
+    except Exception as exc:  # connection errors and the like
         return FollowUp(kind, name, "Error", f"patching {kind} {namespace}/{name} failed: {type(exc).__name__}")
-    return FollowUp(kind, name, "Restarted", f"{kind} {namespace}/{name} restarted ({RESTARTED_AT}={now})")
+    return None
 
 
-async def refresh_external_secret(api: k8s.ApiClient, namespace: str, name: str, stamp: str) -> FollowUp:
-    custom = CustomObjectsApi(api)
+async def restart_workload(kube: KubeHttp, namespace: str, kind: str, name: str, now: str) -> FollowUp:
+    patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
+    url = path("apis", "apps", "v1", "namespaces", namespace, WORKLOAD_RESOURCES[kind], name)
+    failed = await _patch(kube, namespace, kind, name, url, patch)
+    return failed or FollowUp(kind, name, "Restarted", f"{kind} {namespace}/{name} restarted ({RESTARTED_AT}={now})")
+
+
+async def refresh_external_secret(kube: KubeHttp, namespace: str, name: str, stamp: str) -> FollowUp:
     patch = {"metadata": {"annotations": {FORCE_SYNC: stamp}}}
-    try:
-        await call(
-            namespace,
-            custom.patch_namespaced_custom_object,
-            ESO_GROUP,
-            ESO_VERSION,
-            namespace,
-            ESO_PLURAL,
-            name,
-            patch,
-            _request_timeout=KUBE_REQUEST_TIMEOUT,
-        )
-    except ApiException as exc:
-        return _failure("ExternalSecret", name, namespace, exc)
-    except Exception as exc:
-        return FollowUp(
-            "ExternalSecret", name, "Error", f"patching ExternalSecret {namespace}/{name} failed: {type(exc).__name__}"
-        )
-    return FollowUp("ExternalSecret", name, "Refreshed", f"ExternalSecret {namespace}/{name} re-sync requested")
+    url = path("apis", ESO_GROUP, ESO_VERSION, "namespaces", namespace, ESO_PLURAL, name)
+    failed = await _patch(kube, namespace, "ExternalSecret", name, url, patch)
+    return failed or FollowUp(
+        "ExternalSecret", name, "Refreshed", f"ExternalSecret {namespace}/{name} re-sync requested"
+    )
 
 
 async def run_all(
-    api: k8s.ApiClient,
+    kube: KubeHttp,
     namespace: str,
     restart: tuple[tuple[str, str], ...],
     refresh: tuple[str, ...],
     now: str,
     stamp: str,
 ) -> list[FollowUp]:
-    jobs = [restart_workload(api, namespace, kind, name, now) for kind, name in restart]
-    jobs += [refresh_external_secret(api, namespace, name, stamp) for name in refresh]
+    jobs = [restart_workload(kube, namespace, kind, name, now) for kind, name in restart]
+    jobs += [refresh_external_secret(kube, namespace, name, stamp) for name in refresh]
     return list(await asyncio.gather(*jobs))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Generator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import httpx
@@ -46,9 +46,12 @@ class _ConfiguredToken(httpx.Auth):
         self._configuration = configuration
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self._configuration.get_api_key_with_prefix("authorization")
-        if token:
-            request.headers["Authorization"] = token
+        # auth_settings() asks the refresh hook first; the token is under "BearerToken" in current
+        # releases of the client, so ask it rather than read api_key by a name of our own.
+        settings = cast(Mapping[str, Mapping[str, Any]], self._configuration.auth_settings())
+        for setting in settings.values():
+            if setting.get("in") == "header" and setting.get("value"):
+                request.headers[str(setting["key"])] = str(setting["value"])
         yield request
 
 

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from kubernetes import client as k8s
 
 from secretstage import aftersuccess, identities, kube, protocol
 from secretstage.config import Settings
@@ -83,8 +82,7 @@ class Runtime:
     http: httpx.AsyncClient
     rate_limiter: TokenBucket
     gate: FairGate
-    kube: KubeHttp  # the hot path's calls: credentials, tokens, status
-    api: k8s.ApiClient  # afterSuccess (synchronous client, on threads)
+    kube: KubeHttp  # every Kubernetes call of a promotion: credentials, tokens, status, afterSuccess
     metrics: Metrics
     operator_credentials: CredentialsProvider | None = None
     identities: ServiceAccountIdentities | None = None  # with --oidc-provider-arn: serviceAccountRef
@@ -225,7 +223,7 @@ async def prepare(
 def _after_success_runner(runtime: Runtime, request: PromotionRequest, namespace: str) -> protocol.AfterSuccessRunner:
     async def run() -> list[dict[str, str]]:
         follow_ups = await aftersuccess.run_all(
-            runtime.api,
+            runtime.kube,
             namespace,
             request.restart,
             request.refresh_external_secrets,

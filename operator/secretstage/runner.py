@@ -276,7 +276,6 @@ async def _operate(settings: Settings, api: Any) -> int:
         rate_limiter=TokenBucket(settings.kms_rate_limit, settings.kms_burst),
         gate=FairGate(settings.kms_max_concurrency, settings.kms_max_concurrency_per_namespace),
         kube=kube,
-        api=api,
         metrics=metrics,
         operator_credentials=operator_credentials,
         identities=service_accounts,

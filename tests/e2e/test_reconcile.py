@@ -41,7 +41,6 @@ async def runtime(cluster: Cluster, crd: None, kms: RunningEmulator) -> AsyncIte
         rate_limiter=TokenBucket(1000, 1000),
         gate=FairGate(20),
         kube=KubeHttp.from_configuration(cluster.api.configuration),
-        api=cluster.api,
         metrics=Metrics(),
     )
     yield runtime
@@ -225,13 +224,10 @@ async def test_second_promotion_of_a_secret_waits_visibly(
 
 async def test_after_success_errors_are_reported_not_raised() -> None:
     """Any error on one target (here the API server cannot be reached at all) is a result, not an exception."""
-    config = k8s.Configuration()
-    config.host = "http://127.0.0.1:9"  # discard port: nothing listens
-    config.retries = False
-    api = k8s.ApiClient(config)
+    kube = KubeHttp(httpx.AsyncClient(base_url="http://127.0.0.1:9"))  # discard port: nothing listens
     try:
-        results = await aftersuccess.run_all(api, "ns", (("Deployment", "web"),), ("db",), now="t", stamp="1")
+        results = await aftersuccess.run_all(kube, "ns", (("Deployment", "web"),), ("db",), now="t", stamp="1")
     finally:
-        api.close()
+        await kube.aclose()
     assert [(r.kind, r.result) for r in results] == [("Deployment", "Error"), ("ExternalSecret", "Error")]
     assert all("failed" in r.message for r in results)
