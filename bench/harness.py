@@ -92,7 +92,8 @@ class Plane:
         return (self.state / "audit.log").stat().st_size
 
     def audited(self, since: int, namespace: str) -> list[dict[str, Any]]:
-        """Requests in ``namespace`` completed since the mark, made by anyone but the load generator."""
+        """Requests in ``namespace`` completed since the mark, made by the controller under test: not the
+        load generator, nor kube-controller-manager (a new namespace's default ServiceAccount)."""
         with open(self.state / "audit.log", "rb") as log:
             log.seek(since)
             events = [json.loads(line) for line in log if line.strip()]
@@ -100,7 +101,7 @@ class Plane:
             e
             for e in events
             if (e.get("objectRef") or {}).get("namespace") == namespace
-            and not str(e.get("userAgent", "")).startswith(BENCH_AGENT)
+            and not str(e.get("userAgent", "")).startswith((BENCH_AGENT, "kube-"))  # nor the control plane's own
         ]
 
     def down(self) -> None:
@@ -221,6 +222,7 @@ class Proc:
         self.popen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, env={**os.environ, **(env or {})})
         self.ps = psutil.Process(self.popen.pid)
         self.started = time.monotonic()
+        self.healthy_s: float | None = None  # process start to /healthz answering (the operator)
 
     def rss_mib(self) -> float:
         return self.ps.memory_info().rss / (1024 * 1024)
@@ -278,7 +280,7 @@ def operator(
             "-m",
             "secretstage.cli",
             "--log-level",
-            os.environ.get("BENCH_OPERATOR_LOG_LEVEL", "WARNING"),
+            "WARNING",
             "run",
             *watch,
             "--endpoint-allow",
@@ -300,6 +302,7 @@ def operator(
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=1).status_code == 200:
+                proc.healthy_s = time.monotonic() - proc.started
                 return proc
         except httpx.HTTPError:
             time.sleep(0.05)
