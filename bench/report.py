@@ -357,7 +357,7 @@ Succeeded; RSS once the operator is idle; the requests it made about the done on
 none), all its Kubernetes requests but its one list and watch (the new one's: Secret read, two
 status writes, one Event) and its KMS requests (3: the new one's).
 
-| done | start to /healthz | start to first Succeeded | RSS | requests for done ones | Kubernetes requests | KMS requests |
+| done | start to /healthz | start to Succeeded | RSS | requests for done ones | Kubernetes requests | KMS requests |
 |---|---|---|---|---|---|---|
 {done_rows}
 
