@@ -32,6 +32,7 @@ import httpx
 import yaml
 
 from secretstage.kms import Credentials, KmsClient, StaticProvider
+from secretstage.kms.transport import PolledBackend, transport
 
 GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
 MERGE = {"content-type": "application/merge-patch+json"}
@@ -47,13 +48,14 @@ def client_for(kubeconfig: str, connections: int, agent: str) -> httpx.AsyncClie
         pem.write(base64.b64decode(user["client-key-data"]))
         pem.flush()
         context.load_cert_chain(pem.name)
+    # the operator's HTTP stack (its cheap idle-connection check), so that only the calls differ
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return httpx.AsyncClient(
         base_url=cluster["server"],
-        verify=context,
+        transport=transport(PolledBackend(), context, limits),
         trust_env=False,
         headers={"User-Agent": agent},
         timeout=httpx.Timeout(30, read=None),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
     )
 
 

@@ -22,6 +22,7 @@ import httpx
 
 from secretstage.config import KUBE_REQUEST_TIMEOUT
 from secretstage.kms.ratelimit import FairGate
+from secretstage.kms.transport import PolledBackend, transport
 
 if TYPE_CHECKING:
     from kubernetes.client import Configuration
@@ -74,13 +75,13 @@ class KubeHttp:
             verify = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
             if configuration.cert_file:
                 verify.load_cert_chain(configuration.cert_file, configuration.key_file)
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         client = httpx.AsyncClient(
             base_url=configuration.host,
-            verify=verify,
+            transport=transport(PolledBackend(), verify, limits),
             auth=_ConfiguredToken(configuration),
             # No proxy from the environment: the API server is reached as the configuration says.
             trust_env=False,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             # a hung API server must not hold a promotion for ever; waiting for a connection is the gate's business
             timeout=httpx.Timeout(KUBE_REQUEST_TIMEOUT[1], connect=KUBE_REQUEST_TIMEOUT[0], pool=None),
             headers={"Accept": "application/json", "User-Agent": user_agent},

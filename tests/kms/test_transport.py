@@ -109,3 +109,40 @@ async def test_guarded_client_talks_to_the_emulator(kms: RunningEmulator, seeded
     finally:
         await http.aclose()
     assert listing.holder("ACSCurrent") == "v1"
+
+
+async def test_a_polled_stream_sees_the_server_close_an_idle_connection_as_httpcore_does() -> None:
+    """PolledStream answers httpcore's idle-connection check with one poll() of the socket; the answer
+    must be anyio's: not readable while the server keeps the connection open, readable once it closes."""
+    import asyncio
+
+    import httpcore
+
+    from secretstage.kms.transport import PolledBackend
+
+    closing = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await closing.wait()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        polled = await PolledBackend().connect_tcp("127.0.0.1", port)
+        plain = await httpcore.AnyIOBackend().connect_tcp("127.0.0.1", port)
+        assert polled.get_extra_info("is_readable") is False
+        assert plain.get_extra_info("is_readable") is False
+        closing.set()
+        for _ in range(200):  # the FIN arrives asynchronously: poll (no sleep decides the outcome)
+            if polled.get_extra_info("is_readable") and plain.get_extra_info("is_readable"):
+                break
+            await asyncio.sleep(0.01)
+        assert polled.get_extra_info("is_readable") is True
+        assert plain.get_extra_info("is_readable") is True
+        assert polled.get_extra_info("server_addr") == ("127.0.0.1", port)
+        await polled.aclose()
+        await plain.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()

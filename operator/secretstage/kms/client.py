@@ -30,7 +30,7 @@ from secretstage.kms.models import (
 )
 from secretstage.kms.ratelimit import FairGate, TokenBucket
 from secretstage.kms.retry import RetryPolicy
-from secretstage.kms.transport import FENCED, REFUSED
+from secretstage.kms.transport import FENCED, REFUSED, PolledBackend, transport
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,9 @@ class KmsClient:
         self.gate = gate  # concurrent calls, shared fairly by tenant with other clients
         self.tenant = tenant
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._http = http or httpx.AsyncClient(
+            transport=transport(PolledBackend(), True, httpx.Limits()), timeout=timeout, follow_redirects=False
+        )
         self._clock = clock
         self._nonce = nonce
         self._sleep = sleep

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import select
 import socket
 import ssl
 import typing
@@ -35,6 +36,97 @@ class EndpointRefused(httpcore.ConnectError):
 async def system_resolver(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Data or EOF waiting on an idle connection: the server closed it (httpcore's own test)."""
+    fd = sock.fileno()
+    if fd == -1:
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class PolledStream(httpcore.AsyncNetworkStream):
+    """A stream whose "is the idle connection still open" check is one poll() of its socket.
+
+    httpcore checks every idle connection of the pool on every request it starts or finishes
+    (``get_extra_info("is_readable")``), and anyio answers by building its whole table of extra
+    attributes each time: under load that was half the operator's CPU (bench/, issue 15). The socket
+    is looked up once; every other question goes to the stream as before.
+    """
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._socket: socket.socket | None = inner.get_extra_info("socket")
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> httpcore.AsyncNetworkStream:
+        return PolledStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        if info == "is_readable" and self._socket is not None:
+            return _readable(self._socket)
+        return self._inner.get_extra_info(info)
+
+
+class PolledBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's anyio backend, its streams ``PolledStream``s."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return PolledStream(await self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return PolledStream(await self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def transport(
+    network_backend: httpcore.AsyncNetworkBackend, verify: ssl.SSLContext | bool, limits: httpx.Limits
+) -> httpx.AsyncHTTPTransport:
+    """An httpx transport on ``network_backend`` (httpx has no switch for it: the pool is rebuilt with
+    the settings httpx derived, TLS context included)."""
+    built = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
+    ssl_context = typing.cast(ssl.SSLContext, built._pool._ssl_context)
+    built._pool = httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=network_backend,
+    )
+    return built
 
 
 class FencedStream(httpcore.AsyncNetworkStream):
@@ -75,7 +167,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         resolver: Resolver = system_resolver,
         fence: Fence | None = None,
     ):
-        self._inner = inner or httpcore.AnyIOBackend()
+        self._inner = inner or PolledBackend()
         self._resolve = resolver
         self._fence = fence
 
@@ -127,15 +219,10 @@ def guarded_client(
     fence: Fence | None = None,
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` whose connections go through ``GuardedBackend``; no redirects."""
-    limits = limits or httpx.Limits()
-    transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
-    ssl_context = typing.cast(ssl.SSLContext, transport._pool._ssl_context)
-    # httpx has no switch for the network backend; the pool is rebuilt with the same settings.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=ssl_context,
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=GuardedBackend(resolver=resolver, fence=fence),
+    backend = GuardedBackend(resolver=resolver, fence=fence)
+    return httpx.AsyncClient(
+        transport=transport(backend, verify, limits or httpx.Limits()),
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
     )
-    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
