@@ -251,10 +251,23 @@ revision {r["before_revision"]} (`make bench BENCH_ARGS="--before {r["before_rev
 * **kopf's bookkeeping write is gone** (`secretstage.bookkeeping`): kopf's "last handled" state is read
   from our status (a generation whose status is final is handled) instead of a
   `last-handled-configuration` annotation PATCHed after every promotion, and its `kopf-managed` marker
-  is no longer written. One write, one watch event to every watcher and about 1 KB per object less.
-* **The hot path's Kubernetes calls are async on one httpx client** (`secretstage.kubehttp`): the
-  credentials read, token requests and the two status writes no longer take a worker thread each and
-  no longer go through the generated client's validation and model layers.
+  is no longer written: one write, one watch event to every watcher and about 1 KB per object less.
+  A generation this process just finished is not started again from the stale body of its intent
+  write (`RecentlyFinished`), which the annotation PATCH used to hide.
+* **kopf's diff essence is the generation only**: kopf deep-copied each object four times per watch
+  event to build and clean the essences it diffs; about a third of the CPU of a start with 5,000
+  done promotions.
+* **Every Kubernetes call of a promotion is async on one httpx client** (`secretstage.kubehttp`): the
+  credentials read, token requests, the two status writes and afterSuccess's patches no longer take a
+  worker thread each nor go through the generated client's validation and model layers; the
+  official client's API classes are no longer loaded at all (import 2.2 s -> 1.3 s, 82 -> 70 MiB).
+* **httpcore's per-request overheads**: `sniffio` is now a dependency (httpcore imports it on every
+  request; missing, as anyio no longer pulls it in, each attempt searched the whole import path, a
+  quarter of the operator's CPU), and the check httpcore makes of every idle pooled connection on
+  every request is one `poll()` of its socket (`PolledStream`) instead of anyio building its table
+  of attributes (up to half the operator's CPU in a burst). The yardsticks use the same HTTP stack.
+* **Memory with many done promotions**: kopf lists in chunks of 1,000 and its per-object workers
+  (each holding the last body it saw) exit 0.5 s after their last event instead of 5 s.
 
 """
 
