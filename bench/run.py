@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -464,7 +463,11 @@ def main() -> int:
     bench = Bench(args.quick, before / "operator" if before else None)
     if args.only and old_samples.exists():
         bench.samples.update(json.loads(old_samples.read_text()))
-    step: Callable[[str], None] = lambda what: print(f"bench: {what}", file=sys.stderr, flush=True)  # noqa: E731
+    began = time.monotonic()
+
+    def step(what: str) -> None:
+        print(f"bench [{time.monotonic() - began:4.0f} s]: {what}", file=sys.stderr, flush=True)
+
     sizes = (100, 300) if args.quick else (100, 1000, 5000)
     try:
         if "fairness" in chosen:  # first: its operator watches every namespace, so the cluster must be empty
@@ -524,6 +527,7 @@ def main() -> int:
     if args.before:
         r["before_revision"] = args.before
     r["machine_cores"] = os.cpu_count()
+    r["bench_duration_s"] = round(time.monotonic() - began)
     r["quick"] = args.quick
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(r, indent=1, sort_keys=True) + "\n")

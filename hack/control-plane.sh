@@ -16,6 +16,7 @@
 #   SECRETSTAGE_CACHE_DIR   binary cache root   (default ${XDG_CACHE_HOME:-$HOME/.cache}/secretstage)
 #   CP_STATE_DIR            runtime state       (default $PWD/.control-plane)
 #   CP_ETCD_PORT, CP_APISERVER_PORT   fixed ports (default: free ports picked at start)
+#   CP_APISERVER_EXTRA_ARGS more kube-apiserver flags, space-separated (bench/ adds an audit log)
 set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-v1.35.4}
