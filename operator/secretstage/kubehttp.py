@@ -13,6 +13,7 @@ most about one call per connection (docs/benchmarks.md, fairness).
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any, cast
@@ -27,6 +28,7 @@ from secretstage.kms.transport import PolledBackend, transport
 if TYPE_CHECKING:
     from kubernetes.client import Configuration
 
+log = logging.getLogger(__name__)
 CONNECTIONS = 16  # calls in flight to the API server; each holds one kept-alive connection
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -102,6 +104,7 @@ class KubeHttp:
         headers = {"Content-Type": content_type} if json is not None else None
         async with self.gate.slot(namespace):
             response = await self.client.request(method, url, json=json, headers=headers)
+        log.debug("%s %s -> HTTP %d", method, url, response.status_code)  # paths only: never a body
         if response.status_code >= 400:
             raise KubeCallFailed(response.status_code, response.reason_phrase)
         answer: dict[str, Any] = response.json()

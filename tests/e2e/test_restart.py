@@ -1,4 +1,4 @@
-"""Restarting the operator never sends a finished generation to KMS again.
+"""Restarting the operator never sends a finished generation to KMS again, nor writes to it.
 
 Its own module: the clusterwide operator of test_operator.py must not be running alongside.
 """
@@ -28,6 +28,12 @@ def test_restart_does_not_call_kms_again(
             promotions.wait_phase(ns, f"p{i}", "Succeeded")
         moves = emulator.moves()
         lists = emulator.calls()["calls"].get("ListSecretVersionIds", 0)
+        versions = {f"p{i}": promotions.get(ns, f"p{i}")["metadata"]["resourceVersion"] for i in range(3)}
+        # kopf posts Events after the handler: wait for each one's before counting
+        events = {
+            f"p{i}": len(promotions.wait_events(ns, f"p{i}", lambda seen: any(e.reason == "Promoted" for e in seen)))
+            for i in range(3)
+        }
         op.restart()
         # a new object after the restart proves the restarted operator is handling events
         promotions.create(ns, "after", spec_for(emulator, emulator.seed(unique(), "v1", "v2"), moveToVersion="v2"))
@@ -36,5 +42,8 @@ def test_restart_does_not_call_kms_again(
         fixup = 0 if emulator.switches["auto_previous"] else 1  # a read after the ACSPrevious fix-up
         assert emulator.calls()["calls"].get("ListSecretVersionIds", 0) == lists + 2 + fixup
         assert "Promoted" in op.log_text()
+        # nor any Kubernetes write for the done ones: no bookkeeping PATCH, no status, no Event
+        assert {f"p{i}": promotions.get(ns, f"p{i}")["metadata"]["resourceVersion"] for i in range(3)} == versions
+        assert {f"p{i}": len(promotions.events(ns, f"p{i}")) for i in range(3)} == events
     finally:
         op.stop()

@@ -8,6 +8,7 @@ bringing the node up and after tearing it down: nothing may be left running or c
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -34,8 +35,14 @@ def host_footprint() -> dict[str, object]:
         result = subprocess.run(args, capture_output=True, text=True, check=False)
         return result.stdout
 
+    # Rules and chains of our own only: a table with nothing but its built-in chains at policy ACCEPT
+    # is what iptables-save prints once the kernel has loaded it at all (the first node run after a
+    # boot loads it), not a change the node left.
+    builtin = re.compile(r"^:(INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) ACCEPT$")
     iptables = sorted(
-        line.split(" [")[0] for line in run("iptables-save").splitlines() if line and not line.startswith("#")
+        line.split(" [")[0]
+        for line in run("iptables-save").splitlines()
+        if line.startswith(("-A", ":")) and not builtin.match(line.split(" [")[0])
     )
     links = sorted(line.split(":")[1].strip().split("@")[0] for line in run("ip", "-o", "link").splitlines())
     mounts = sorted(line.split()[1] for line in Path("/proc/mounts").read_text().splitlines())
