@@ -15,7 +15,7 @@ from secretstage.bookkeeping import PREFIX, StatusDerivedDiffBase, UnmarkedAnnot
 from secretstage.domain.outcome import Kind
 from secretstage.domain.status import is_done
 from secretstage.kube import StatusWriteFailed
-from secretstage.protocol import AttemptAborted
+from secretstage.protocol import Abort, AttemptAborted
 
 GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
 registry = kopf.OperatorRegistry()
@@ -27,7 +27,7 @@ def _not_done(status: kopf.Status, meta: kopf.Meta, uid: str | None, memo: Any, 
     if is_done(status, generation):
         finished.forget(uid or "")  # kopf has caught up with our final write
         return False
-    return not finished.covers(uid or "", generation)
+    return not finished.covers(uid or "", generation, meta.get("resourceVersion"))
 
 
 @kopf.on.startup(registry=registry)
@@ -108,22 +108,27 @@ async def promote(
             name=name or "",
             generation=generation,
             resource_version=str(meta.get("resourceVersion") or ""),
+            uid=uid or "",
         )
     except StatusWriteFailed as exc:
         raise kopf.TemporaryError(f"{exc}; nothing more was sent to KMS", delay=5) from None
     except AttemptAborted as aborted:
+        if aborted.why in (Abort.DELETED, Abort.REPLACED):
+            # This object is gone; a re-created one is another object, with a handler of its own.
+            logger.info("stopped: %s; nothing more is sent for this object", aborted.why.value)
+            return
         # kopf handed us an older copy of the object than the API server has: another attempt
-        # journaled this generation meanwhile. Done there: nothing to do; else look again soon.
+        # journaled this generation meanwhile, or a newer generation came. Done there: nothing to
+        # do; else look again soon, from the newest copy.
         if is_done(aborted.status, generation):
             logger.debug("a newer status already finished this generation; nothing to do")
-            memo.runtime.finished.add(uid or "", generation)
             return
-        raise kopf.TemporaryError("the promotion's status changed under this attempt; looking again", delay=1) from None
+        raise kopf.TemporaryError(f"stopped: {aborted.why.value}; looking again", delay=1) from None
     for event_type, reason, message in attempt.events:
         kopf.event(body, type=event_type, reason=reason, message=message)
     result, outcome = attempt.result, attempt.result.outcome
     if outcome.kind in (Kind.SUCCEEDED, Kind.FAILED):
-        memo.runtime.finished.add(uid or "", generation)
+        memo.runtime.finished.add(uid or "", generation, attempt.resource_versions)
     logger.info("%s: %s (RequestId %s)", outcome.reason, outcome.message, result.request_id or "-")
     if outcome.kind is Kind.FAILED:
         raise kopf.PermanentError(f"{outcome.reason}: {outcome.message}")

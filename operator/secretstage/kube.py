@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from secretstage.domain.journal import StaleStatus
+from secretstage.domain.journal import ObjectGone, StaleStatus
 from secretstage.kms import Credentials, CredentialsError
 from secretstage.kubehttp import MERGE_PATCH, KubeCallFailed, KubeHttp, path
 
@@ -161,21 +161,40 @@ class PromotionStatus:
     """``.status`` of one SecretStagePromotion, written with compare-and-set on its resourceVersion.
 
     A merge patch that carries ``metadata.resourceVersion`` is rejected with 409 when the object has
-    changed since: the journal written by an attempt working from a stale copy never lands.
+    changed since: the journal written by an attempt working from a stale copy never lands. A
+    resourceVersion belongs to one object: one re-created under the same name never matches it.
     """
 
     def __init__(
-        self, kube: KubeHttp, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
+        self,
+        kube: KubeHttp,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        resource_version: str,
+        *,
+        uid: str = "",
+        generation: int | None = None,
     ) -> None:
         self._kube = kube
         self._path = path("apis", GROUP, VERSION, "namespaces", namespace, PLURAL, name)
         self.namespace, self.name = namespace, name
         self._status: dict[str, Any] = dict(status)
         self.resource_version = resource_version
+        self._uid, self._generation = uid, generation
+        self.written: list[str] = []  # the resourceVersions this store's writes produced
 
     @property
     def status(self) -> Mapping[str, Any]:
         return self._status
+
+    @property
+    def uid(self) -> str:
+        return self._uid
+
+    @property
+    def generation(self) -> int | None:
+        return self._generation
 
     async def write(self, status: Mapping[str, Any]) -> None:
         body = {"metadata": {"resourceVersion": self.resource_version}, "status": dict(status)}
@@ -192,20 +211,33 @@ class PromotionStatus:
             except KubeCallFailed as exc:
                 if exc.status == 409:
                     raise StaleStatus() from None
+                if exc.status == 404:
+                    raise ObjectGone() from None
                 if exc.status not in (429, 500, 502, 503, 504) or delay is None:
                     raise StatusWriteFailed(f"writing the status failed: HTTP {exc.status} {exc.reason}") from None
             except Exception as exc:  # connection errors and the like
                 if delay is None:
                     raise StatusWriteFailed(f"writing the status failed: {type(exc).__name__}") from None
             await asyncio.sleep(delay)
-        self._status = dict(obj.get("status") or {})
-        self.resource_version = str(obj["metadata"]["resourceVersion"])
+        self._take(obj)
+        self.written.append(self.resource_version)
 
     async def refresh(self) -> Mapping[str, Any]:
         try:
             obj = await self._kube.request(self.namespace, "GET", self._path)
+        except KubeCallFailed as exc:
+            if exc.status == 404:
+                raise ObjectGone() from None
+            raise StatusWriteFailed(f"reading the promotion again failed: HTTP {exc.status} {exc.reason}") from None
         except Exception as exc:
             raise StatusWriteFailed(f"reading the promotion again failed: {type(exc).__name__}") from None
-        self._status = dict(obj.get("status") or {})
-        self.resource_version = str(obj["metadata"]["resourceVersion"])
+        self._take(obj)
         return self._status
+
+    def _take(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        self._status = dict(obj.get("status") or {})
+        self.resource_version = str(meta["resourceVersion"])
+        self._uid = str(meta.get("uid") or self._uid)
+        generation = meta.get("generation")
+        self._generation = generation if isinstance(generation, int) else self._generation

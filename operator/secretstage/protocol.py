@@ -29,10 +29,13 @@ ACSPrevious fix-up on a KMS that does not move ACSPrevious itself).
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from secretstage.domain import planning
@@ -42,9 +45,11 @@ from secretstage.domain.journal import (
     Journal,
     MoveRecord,
     MoveState,
+    ObjectGone,
     StaleStatus,
     classify,
     interrupted,
+    not_this_specs,
 )
 from secretstage.domain.outcome import (
     AttemptResult,
@@ -57,8 +62,9 @@ from secretstage.domain.outcome import (
     from_kms_error,
 )
 from secretstage.domain.promotion import ACS_CURRENT, ACS_PREVIOUS, PromotionRequest
-from secretstage.domain.status import build_status
+from secretstage.domain.status import build_status, is_done
 from secretstage.kms import CredentialsError, KmsError
+from secretstage.kms.endpoints import region_of
 from secretstage.kms.models import StageUpdate, VersionList
 
 log = logging.getLogger(__name__)
@@ -78,6 +84,7 @@ class StageKms(Protocol):
         *,
         move_to_version: str | None = None,
         remove_from_version: str | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> StageUpdate: ...
 
 
@@ -89,53 +96,144 @@ class StatusStore(Protocol):
         """The status as last read or written by this store."""
         ...
 
+    @property
+    def uid(self) -> str:
+        """metadata.uid of the object as last read: a delete and re-create under the same name changes it."""
+        ...
+
+    @property
+    def generation(self) -> int | None:
+        """metadata.generation of the object as last read: a spec edit raises it."""
+        ...
+
     async def write(self, status: Mapping[str, Any]) -> None:
         """Replace the status, only if the object is unchanged since ``status`` was read; else StaleStatus."""
         ...
 
     async def refresh(self) -> Mapping[str, Any]:
-        """Read the object again; later writes compare against this version."""
+        """Read the object again; later writes compare against this version. ObjectGone if deleted."""
         ...
 
 
-class AttemptAborted(Exception):
-    """Another attempt (a stale copy of this one, or another replica) wrote this generation's journal
-    meanwhile: this attempt's view is out of date, so it stops without writing anything more."""
+class Abort(enum.Enum):
+    JOURNAL = "another attempt wrote this generation's journal meanwhile"
+    EDITED = "the spec was edited (a new generation) before the move was sent"
+    REPLACED = "the promotion was deleted and created again under the same name"
+    DELETED = "the promotion was deleted"
 
-    def __init__(self, status: Mapping[str, Any]) -> None:
-        super().__init__("the promotion's status changed under this attempt")
+
+class AttemptAborted(Exception):
+    """The object changed under this attempt in a way that ends it without writing anything more:
+    another attempt (a stale copy of this one, or another replica) wrote this generation's journal,
+    a newer generation started before the move was sent, or the object was deleted or replaced."""
+
+    def __init__(self, status: Mapping[str, Any], why: Abort = Abort.JOURNAL) -> None:
+        super().__init__(f"the promotion changed under this attempt: {why.value}")
         self.status = status
+        self.why = why
 
 
 AfterSuccessRunner = Callable[[], Awaitable[list[dict[str, str]]]]
 
 
+# KMS accepts a signed request for 15 minutes around its timestamp (kms-api.md 4.3): a request that got
+# no answer can land until then. A minute more for the distance between this clock and KMS's.
+LANDING_WINDOW_SECONDS = 16 * 60
+
+SecretKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Holder:
+    owner: str  # the promotion's uid: a re-created promotion of the same name is someone else
+    who: str  # its name, shown to those that wait (only ever in the same namespace: see secret_key)
+    until: float | None = None  # a reservation after the attempt ended: until then (epoch seconds)
+    sent_time: str | None = None  # the request that may still land
+
+
 class SecretLocks:
-    """One in-flight promotion per (endpoint, secret) in this process; the others wait their turn."""
+    """One promotion per secret at a time in this process (see ``secret_key``); the others wait.
 
-    def __init__(self) -> None:
-        self._holders: dict[tuple[str, str], str] = {}
+    A promotion holds its secret while an attempt runs, and keeps it afterwards while a request of
+    it that got no answer may still land (``reserve``): on a KMS that ignores a stale
+    RemoveFromVersion, such a request landing after a rival's move would undo that move.
+    """
 
-    def holder(self, key: tuple[str, str]) -> str | None:
-        return self._holders.get(key)
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._running: dict[SecretKey, Holder] = {}
+        self._reserved: dict[SecretKey, Holder] = {}
+        self.clock = clock
+
+    def holder(self, key: SecretKey) -> Holder | None:
+        running = self._running.get(key)
+        if running is not None:
+            return running
+        reserved = self._reserved.get(key)
+        if reserved is not None and reserved.until is not None and reserved.until > self.clock():
+            return reserved
+        self._reserved.pop(key, None)
+        return None
 
     @contextlib.asynccontextmanager
-    async def hold(self, key: tuple[str, str], who: str) -> AsyncIterator[bool]:
-        """Yields False (and holds nothing) when another promotion has the secret."""
-        if key in self._holders:
-            yield False
+    async def hold(self, key: SecretKey, owner: str, who: str) -> AsyncIterator[Holder | None]:
+        """Yields None while this promotion holds the secret, or the other promotion that holds it."""
+        other = self.holder(key)
+        if other is not None and (other.owner != owner or other.until is None):
+            yield other
             return
-        self._holders[key] = who
+        self._running[key] = Holder(owner, who)
         try:
-            yield True
+            yield None
         finally:
-            del self._holders[key]
+            del self._running[key]
+
+    def reserve(self, key: SecretKey, owner: str, who: str, sent_time: str | None) -> None:
+        """Keep the secret for ``owner`` until a request sent at ``sent_time`` can no longer land;
+        with None, give up any reservation of ``owner``."""
+        if sent_time is None:
+            if (held := self._reserved.get(key)) is not None and held.owner == owner:
+                del self._reserved[key]
+            return
+        until = _epoch(sent_time) + LANDING_WINDOW_SECONDS
+        if until > self.clock():
+            self._reserved[key] = Holder(owner, who, until, sent_time)
 
 
-def secret_key(endpoint: str, secret_name: str) -> tuple[str, str]:
-    """An ARN and a plain name of the same secret share one key."""
-    name = secret_name.split(":secret/", 1)[1] if secret_name.startswith("acs:kms:") else secret_name
-    return (endpoint.rstrip("/").lower(), name)
+def reserve_unlanded(locks: SecretLocks, key: SecretKey, uid: str, who: str, status: Mapping[str, Any]) -> None:
+    """Reserve ``key`` for the generation whose journal ``status`` holds, while a move of it that got
+    no answer may still land: at start-up (a restart forgets reservations), and before a newer
+    generation of the same object starts (an edit does not recall a request on its way)."""
+    generation = status.get("observedGeneration")
+    if not isinstance(generation, int):
+        return
+    move = Journal.of(status, generation).move
+    times = move.may_still_land() if move is not None else []
+    if times:
+        locks.reserve(key, f"{uid}/{generation}", who, max(times))
+
+
+def _epoch(timestamp: str) -> float:
+    return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def secret_key(namespace: str, endpoint: str, secret_name: str, region: str | None = None) -> SecretKey:
+    """What identifies one secret for the per-secret lock, whatever its spelling.
+
+    The secret store is the region where it is known (an ARN's, the spec's regionId, or the region
+    in a KMS gateway's host name: the public and the VPC gateway reach the same secrets); else the
+    endpoint itself. An ARN and a plain name of the same secret share a key. The namespace is part
+    of the key: the account in an ARN is whatever a tenant writes there, so keying across
+    namespaces would let one tenant hold another's secret (and learn its promotions' names).
+    Promotions of one secret from two namespaces are kept apart by KMS itself (compare-and-set).
+    """
+    name = secret_name
+    if secret_name.startswith("acs:kms:"):
+        parts = secret_name.split(":", 5)
+        region = parts[2] or region
+        name = secret_name.split(":secret/", 1)[1] if ":secret/" in secret_name else secret_name
+    region = region or region_of(endpoint)
+    store = f"region/{region}" if region else f"endpoint/{endpoint.rstrip('/').lower()}"
+    return (namespace, store, name)
 
 
 class _Restart(Exception):
@@ -156,11 +254,13 @@ class Attempt:
     after_success: AfterSuccessRunner | None = None
     rng: random.Random = field(default_factory=random.Random)
     locks: SecretLocks = field(default_factory=SecretLocks)
-    key: tuple[str, str] = ("", "")  # (endpoint, secret): see secret_key()
+    key: SecretKey = ("", "", "")  # see secret_key()
     who: str = ""  # namespace/name, shown to promotions that wait for this one
 
     def __post_init__(self) -> None:
         self.base = dict(self.store.status)  # the status this attempt started from (history, attempts)
+        self.uid = self.store.uid  # the object this attempt works for: its writes go to no other
+        self.owner = f"{self.uid}/{self.generation}"  # who holds the secret: this generation of this object
         self.journal = Journal.of(self.base, self.generation)
         self.result = AttemptResult(outcome=Outcome(Kind.RETRY, "InProgress", ""))
         self.result.stages_before = self.journal.stages_before
@@ -168,23 +268,31 @@ class Attempt:
         self.result.after_success = list(self.journal.after_success)
         self.result.request_id = self.journal.move.request_id if self.journal.move else None
         self.unconfirmed: MoveRecord | None = None  # a sent move a read found not applied (yet)
+        # Send times of this generation's moves that got no answer and that no read has shown landed:
+        # such a request may still land, so the secret stays reserved (SecretLocks.reserve).
+        self.may_land: set[str] = set(self.journal.move.may_still_land() if self.journal.move else ())
 
     # --- the steps -------------------------------------------------------------------------------
 
     async def run(self) -> AttemptResult:
         """One attempt; writes the final status unless it was aborted (``AttemptAborted``)."""
-        async with self.locks.hold(self.key, self.who) as mine:
-            if not mine:
-                holder = self.locks.holder(self.key)
-                delay = self.rng.uniform(0.5, 1.5)
-                self.result.outcome = Outcome(
-                    Kind.PENDING,
-                    "WaitingForSecret",
-                    f"promotion {holder} is changing secret {self.request.secret_name}; this one waits its turn "
-                    f"(next look in {delay:.1f}s)",
-                    None,
-                    delay,
-                )
+        foreign = not_this_specs(self.journal.move, self.request)
+        if foreign is not None:
+            assert self.journal.move is not None
+            self.result.outcome = failed(
+                "JournalMismatch",
+                f"status.move records {self.journal.move.describe()}, but {foreign}: this status was not "
+                "written for this spec (edited by hand, restored from a backup, or written by another "
+                "controller), and the operator does not act on a record it did not write. Nothing was sent. "
+                "To run the promotion from a fresh read of KMS, bump spec.retry",
+            )
+            await self._write(self.result.outcome)
+            return self.result
+        if _observed(self.base) < self.generation:  # an earlier generation's move may still be on its way
+            reserve_unlanded(self.locks, self.key, self.uid, self.who, self.base)
+        async with self.locks.hold(self.key, self.owner, self.who) as holder:
+            if holder is not None:
+                self.result.outcome = self._waiting(holder)
             else:
                 try:
                     await self._steps()
@@ -201,8 +309,25 @@ class Attempt:
                         ErrorInfo("CredentialsError", str(exc), retryable=True),
                         delay,
                     )
+                finally:
+                    # Even when aborted: a request that got no answer may land after this attempt.
+                    self.locks.reserve(self.key, self.owner, self.who, max(self.may_land, default=None))
             await self._write(self.result.outcome)
         return self.result
+
+    def _waiting(self, holder: Holder) -> Outcome:
+        delay = self.rng.uniform(0.5, 1.5)
+        if holder.until is not None:  # minutes, not a round trip: look less often
+            delay = max(1.0, min(holder.until - self.locks.clock(), self.rng.uniform(10.0, 30.0)))
+            why = (
+                f"a move of promotion {holder.who} sent at {holder.sent_time} got no answer and may still land "
+                f"until {LANDING_WINDOW_SECONDS // 60} minutes after that; this one waits so that it cannot be undone"
+            )
+        else:
+            why = f"promotion {holder.who} is changing secret {self.request.secret_name}"
+        return Outcome(
+            Kind.PENDING, "WaitingForSecret", f"{why}; this one waits its turn (next look in {delay:.1f}s)", None, delay
+        )
 
     async def _steps(self) -> None:
         request, result = self.request, self.result
@@ -230,6 +355,8 @@ class Attempt:
                 return
             if state is MoveState.MOVED:
                 moved = True
+                self.may_land.discard(result.move.sent_time)  # it landed (a request lands once)
+                result.move = result.move.seen_applied(self.now())
             else:  # not applied (yet): plan afresh, precondition and all, but remember it: it may still land
                 self.unconfirmed = result.move
                 result.move = None
@@ -262,6 +389,9 @@ class Attempt:
             placement, lost = await self._move(plan.call, placement)
             assert result.move is not None
             state = classify(result.move, placement)
+            if state is MoveState.MOVED:
+                self.may_land.discard(result.move.sent_time)
+                result.move = result.move.seen_applied(self.now())
             if state is MoveState.SUPERSEDED:
                 result.outcome = self._superseded(result.move, placement)
                 return
@@ -303,11 +433,17 @@ class Attempt:
     ) -> tuple[dict[str, str], KmsError | None]:
         """intent, then the one UpdateSecretVersionStage. Returns the placement after it (read back,
         or, with verify off and a custom stage, as KMS's success answer implies) and the error that
-        hid the answer, if any."""
+        hid the answer, if any.
+
+        The intent is written right before the request leaves (``before_send``: after the KMS
+        client's waits for a concurrency slot, a rate-limit token and credentials), so an edit,
+        delete or re-create that lands during those waits fails the intent's compare-and-set and
+        the move is never sent.
+        """
         result = self.result
         result.stages_before = placement
         earlier = self.unconfirmed
-        result.move = MoveRecord(
+        record = MoveRecord(
             call.version_stage,
             call.move_to_version,
             call.remove_from_version,
@@ -315,18 +451,24 @@ class Attempt:
             self.now(),
             earlier_unanswered=(earlier.earlier_unanswered or earlier.sent_time) if earlier else None,
         )
-        await self._write(Outcome(Kind.RETRY, "Promoting", f"{call.describe()}: calling KMS"))
+
+        async def journal_intent() -> None:
+            result.move = record
+            await self._write(Outcome(Kind.RETRY, "Promoting", f"{call.describe()}: calling KMS"), sends_move=True)
+            self.may_land.add(record.sent_time)  # from here on the request may be on its way
+
         try:
-            request_id = await self._update(call)
+            request_id = await self._update(call, before_send=journal_intent)
         except CredentialsError:
             result.move = self.unconfirmed  # no credentials, no request: this move was never sent
             raise
         except KmsError as exc:
             if exc.maybe_applied:
-                result.move = result.move.lost()
+                result.move = record.lost()
                 return (await self._read()).placement(), exc  # did it land? classify() decides
             # Refused: this request was certainly not applied. An earlier one of this generation
             # whose answer was lost may still land (or just did): keep its record in the journal.
+            self.may_land.discard(record.sent_time)
             result.move = self.unconfirmed
             if exc.retryable:
                 raise
@@ -336,7 +478,8 @@ class Attempt:
             if listing.placement() != placement:
                 raise _Restart(listing) from None
             raise
-        result.move = result.move.received(request_id)
+        self.may_land.discard(record.sent_time)  # answered: applied
+        result.move = record.received(request_id)
         result.request_id = request_id
         if self.request.verify or call.version_stage == ACS_CURRENT:
             return (await self._read()).placement(), None
@@ -370,14 +513,23 @@ class Attempt:
             )
         fix = planning.previous_fixup(self.request, displaced, before, placement)
         if fix is None:
+            self._previous_landed()  # an earlier attempt's fix-up, if any, is in place
             return placement, None
+
         # The fix-up is irreversible: journal the move's RequestId first, and let the compare-and-set
         # prove this attempt is not working from a stale copy (whose "displaced" may be out of date).
-        await self._write(Outcome(Kind.RETRY, "SettingPrevious", f"{fix.describe()}: calling KMS"))
+        # It completes a move that landed, so an edit since does not stop it; a delete does.
+        async def journal_move() -> None:
+            assert self.result.move is not None
+            self.result.move = replace(self.result.move, previous_sent=self.now())
+            await self._write(Outcome(Kind.RETRY, "SettingPrevious", f"{fix.describe()}: calling KMS"))
+            self.may_land.add(self.result.move.previous_sent or "")
+
         try:
-            await self._update(fix)
+            await self._update(fix, before_send=journal_move)
         except KmsError as exc:
             if not (exc.maybe_applied or exc.retryable):
+                self._previous_landed()  # refused: it cannot land
                 return placement, Outcome(
                     Kind.SUCCEEDED,
                     "PromotedPreviousNotMoved",
@@ -385,11 +537,21 @@ class Attempt:
                     f"ACSPrevious on {displaced}: {exc.code}: {exc.message}",
                     _error(exc),
                 )
+            if not exc.maybe_applied:
+                self._previous_landed()  # refused for now (throttled): it cannot land; retried from the journal
             after = (await self._read()).placement()
             if after.get(ACS_PREVIOUS) == displaced:
+                self._previous_landed()
                 return after, None
             return after, from_kms_error(exc.code, exc.message, exc.request_id, True, self.number, rng=self.rng)
+        self._previous_landed()
         return (await self._read()).placement(), None
+
+    def _previous_landed(self) -> None:
+        move = self.result.move
+        if move is not None and move.previous_sent:
+            self.may_land.discard(move.previous_sent)
+            self.result.move = replace(move, previous_sent=None)
 
     async def _after_success(self, *, moved: bool) -> None:
         request, result = self.request, self.result
@@ -420,7 +582,7 @@ class Attempt:
             self._history("ListSecretVersionIds", rid, "Success")
         return listing
 
-    async def _update(self, call: planning.StageCall) -> str:
+    async def _update(self, call: planning.StageCall, *, before_send: Callable[[], Awaitable[None]]) -> str:
         action = f"UpdateSecretVersionStage {call.describe()}"
         try:
             update = await self.kms.update_secret_version_stage(
@@ -428,6 +590,7 @@ class Attempt:
                 call.version_stage,
                 move_to_version=call.move_to_version,
                 remove_from_version=call.remove_from_version,
+                before_send=before_send,
             )
         except KmsError as exc:
             self._history(action, exc.request_id, exc.code)
@@ -440,27 +603,45 @@ class Attempt:
         if request_id:
             self.result.request_ids.append(request_id)
 
-    async def _write(self, outcome: Outcome) -> None:
+    async def _write(self, outcome: Outcome, *, sends_move: bool = False) -> None:
         result = replace(self.result, outcome=outcome)
         try:
-            await write_status(self.store, self.base, result, outcome, self.generation, self.number, self.now)
-        except AttemptAborted:
+            await write_status(
+                self.store,
+                self.base,
+                result,
+                outcome,
+                self.generation,
+                self.number,
+                self.now,
+                uid=self.uid,
+                sends_move=sends_move,
+            )
+        except AttemptAborted as aborted:
+            if aborted.why is not Abort.JOURNAL and (self.result.request_id or self.may_land):
+                # Nothing will be written for what this attempt did in KMS: say it here.
+                self._log_unwritten(aborted.why.value, outcome)
             raise
         except Exception as exc:
             if self.result.request_id or outcome.kind in (Kind.SUCCEEDED, Kind.FAILED):
-                # The object was deleted meanwhile, or the API server stays unreachable: what was done
-                # in KMS is said here, since no status or event will say it.
-                log.warning(
-                    "%s generation %d: the status could not be written (%s); what this attempt did: %s: %s "
-                    "(move RequestId %s)",
-                    self.who or "the promotion",
-                    self.generation,
-                    exc,
-                    outcome.reason,
-                    outcome.message,
-                    self.result.request_id or "unknown",
-                )
+                # The API server stays unreachable: what was done in KMS is said here, since no status
+                # or event will say it.
+                self._log_unwritten(f"the status could not be written ({exc})", outcome)
             raise
+
+    def _log_unwritten(self, why: str, outcome: Outcome) -> None:
+        move = self.result.move
+        log.warning(
+            "%s generation %d: %s; what this attempt did: %s: %s (move %s, RequestId %s, sent at %s)",
+            self.who or "the promotion",
+            self.generation,
+            why,
+            outcome.reason,
+            outcome.message,
+            move.describe() if move else "none",
+            self.result.request_id or "unknown",
+            move.sent_time if move else "-",
+        )
 
     # --- outcomes ----------------------------------------------------------------------------------
 
@@ -506,10 +687,21 @@ async def write_status(
     generation: int,
     number: int,
     now: Callable[[], str],
+    *,
+    uid: str,
+    sends_move: bool = False,
 ) -> None:
-    """A journal or final write, compare-and-set. A conflict caused by a change that left this
-    generation's journal as the attempt knows it (labels, kopf's annotations, a spec edit) is
-    written again on the fresh version; any other conflict aborts the attempt."""
+    """A journal or final write, compare-and-set on the resourceVersion. On a conflict the object
+    is read again and the write is
+
+    * dropped (``AttemptAborted``) when the object is another one (deleted, or re-created under the
+      same name), when a newer generation has written status, when this generation's journal is not
+      the one the attempt knows (a stale copy, another replica) or is final, and, after an edit of
+      the spec, unless the attempt completes a move its generation journaled: the intent of a move
+      (``sends_move``) is always dropped then, so a withdrawn move is never sent;
+    * taken as done when the object already holds it (the write landed, its answer was lost);
+    * written again otherwise (labels, annotations: the journal is as the attempt knows it).
+    """
     known = Journal.of(store.status, generation)
     for _ in range(3):
         status = build_status(
@@ -523,16 +715,48 @@ async def write_status(
         try:
             await store.write(status)
             return
+        except ObjectGone:
+            raise AttemptAborted({}, Abort.DELETED) from None
         except StaleStatus:
-            fresh = await store.refresh()
-            if Journal.of(fresh, generation) != known or _done(fresh, generation):
+            try:
+                fresh = await store.refresh()
+            except ObjectGone:
+                raise AttemptAborted({}, Abort.DELETED) from None
+            if store.uid != uid:
+                raise AttemptAborted(fresh, Abort.REPLACED) from None
+            edited = store.generation != generation
+            if _observed(fresh) > generation or (edited and sends_move):
+                raise AttemptAborted(fresh, Abort.EDITED) from None
+            if _holds(fresh, status):
+                return
+            if edited and known.move is None:
+                # After an edit an old generation may complete a move it journaled (the ACSPrevious
+                # fix-up, afterSuccess, its report), never start one, nor report on one it never sent.
+                raise AttemptAborted(fresh, Abort.EDITED) from None
+            if Journal.of(fresh, generation) != known or is_done(fresh, generation):
                 raise AttemptAborted(fresh) from None
     raise AttemptAborted(store.status)
 
 
+def _observed(status: Mapping[str, Any]) -> int:
+    value = status.get("observedGeneration")
+    return value if isinstance(value, int) else 0
+
+
+def _holds(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
+    """Whether ``current`` already shows everything the merge patch ``patch`` sets."""
+    for key, value in patch.items():
+        if value is None:
+            if key in current:
+                return False
+        elif isinstance(value, Mapping):
+            inner = current.get(key)
+            if not isinstance(inner, Mapping) or not _holds(inner, value):
+                return False
+        elif current.get(key) != value:
+            return False
+    return True
+
+
 def _error(exc: KmsError) -> ErrorInfo:
     return ErrorInfo(exc.code, exc.message, exc.request_id, exc.retryable)
-
-
-def _done(status: Mapping[str, Any], generation: int) -> bool:
-    return status.get("observedGeneration") == generation and status.get("phase") in ("Succeeded", "Failed")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,27 +45,31 @@ def utcnow() -> str:
 
 
 class RecentlyFinished:
-    """Generations this process finished whose final status kopf may not have seen yet.
+    """Generations this process finished, by the resourceVersions it wrote for them, whose final
+    status kopf may not have seen yet.
 
     kopf hands the handler the newest body it has; right after our final status write that can still
     be the body of our intent write (its watch event came first), which looks unfinished. Without
     this record kopf would start the same generation again: a KMS read, a status write refused by
-    compare-and-set (409), a GET, for nothing. An entry goes once kopf shows a final status for that
-    generation; the cap bounds what objects deleted before that leave behind.
+    compare-and-set (409), a GET, for nothing. Only bodies this process wrote itself are skipped:
+    a status changed by anyone else since (a hand edit) is a new resourceVersion and runs, as it
+    would after a restart. An entry goes once kopf shows a final status for that generation; the cap
+    bounds what objects deleted before that leave behind.
     """
 
     def __init__(self, capacity: int = 4096) -> None:
-        self._generations: OrderedDict[str, int] = OrderedDict()
+        self._generations: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
         self.capacity = capacity
 
-    def add(self, uid: str, generation: int) -> None:
-        self._generations[uid] = generation
+    def add(self, uid: str, generation: int, resource_versions: Iterable[str]) -> None:
+        self._generations[uid] = (generation, frozenset(resource_versions))
         self._generations.move_to_end(uid)
         while len(self._generations) > self.capacity:
             self._generations.popitem(last=False)
 
-    def covers(self, uid: str, generation: int | None) -> bool:
-        return generation is not None and self._generations.get(uid) == generation
+    def covers(self, uid: str, generation: int | None, resource_version: str | None) -> bool:
+        entry = self._generations.get(uid)
+        return entry is not None and entry[0] == generation and resource_version in entry[1]
 
     def forget(self, uid: str) -> None:
         self._generations.pop(uid, None)
@@ -97,9 +101,10 @@ class Runtime:
         await self.kube.aclose()
 
 
-def _endpoint(request: PromotionRequest, settings: Settings) -> str:
+def _endpoint(request: PromotionRequest, settings: Settings) -> tuple[str, str | None]:
+    """The endpoint, and the region whose secret store it reaches where that is known."""
     if request.endpoint:
-        return normalize_endpoint(request.endpoint, field="spec.endpoint")
+        return normalize_endpoint(request.endpoint, field="spec.endpoint"), request.secret_region
     arn_region = request.secret_region
     if arn_region and request.region_id and arn_region != request.region_id:
         raise ConfigurationError(
@@ -111,7 +116,7 @@ def _endpoint(request: PromotionRequest, settings: Settings) -> str:
             "set spec.regionId (e.g. cn-hangzhou) or spec.endpoint; the operator has no "
             "default region (--default-region)"
         )
-    return kms_endpoint(region, template=settings.kms_endpoint_template)
+    return kms_endpoint(region, template=settings.kms_endpoint_template), region
 
 
 def _fail(reason: str, message: str) -> AttemptResult:
@@ -187,14 +192,15 @@ def service_account_tokens(client: KubeHttp) -> Callable[[str, str], Callable[[]
 
 async def prepare(
     runtime: Runtime, spec: Mapping[str, Any], namespace: str, attempt: int
-) -> tuple[PromotionRequest, KmsClient, str] | AttemptResult:
-    """What a promotion needs before KMS is called: a valid spec, an allowed endpoint, credentials."""
+) -> tuple[PromotionRequest, KmsClient, protocol.SecretKey] | AttemptResult:
+    """What a promotion needs before KMS is called: a valid spec, an allowed endpoint, credentials;
+    and the key of its secret for the per-secret lock."""
     try:
         request = parse_spec(spec)
     except InvalidPromotion as exc:
         return _fail("InvalidSpec", str(exc))
     try:
-        endpoint = _endpoint(request, runtime.settings)
+        endpoint, region = _endpoint(request, runtime.settings)
     except ConfigurationError as exc:
         return _fail("InvalidSpec", str(exc))
     problem = endpoint_problem(endpoint, runtime.settings.endpoint_allow)
@@ -217,7 +223,7 @@ async def prepare(
         fence=runtime.fence,
         user_agent=runtime.user_agent,
     )
-    return request, client, endpoint
+    return request, client, protocol.secret_key(namespace, endpoint, request.secret_name, region)
 
 
 def _after_success_runner(runtime: Runtime, request: PromotionRequest, namespace: str) -> protocol.AfterSuccessRunner:
@@ -240,6 +246,7 @@ class Attempt:
     result: AttemptResult
     status: Mapping[str, Any]  # the status as written
     events: list[tuple[str, str, str]]  # (type, reason, message)
+    resource_versions: tuple[str, ...] = ()  # of the object as this attempt wrote it
 
 
 async def run_attempt(
@@ -251,21 +258,25 @@ async def run_attempt(
     name: str,
     generation: int,
     resource_version: str,
+    uid: str = "",
 ) -> Attempt:
     """One attempt with its bookkeeping: the protocol's journaled status writes, metrics, events.
 
-    Raises ``protocol.AttemptAborted`` when the object's journal changed under the attempt (it was
-    working from a stale copy), and ``kube.StatusWriteFailed`` when the API server cannot be written.
+    Raises ``protocol.AttemptAborted`` when the object changed under the attempt (a stale copy,
+    another replica, a newer generation before the move, a delete or re-create), and
+    ``kube.StatusWriteFailed`` when the API server cannot be written.
     """
     number = (int(status.get("attempts") or 0) if status.get("observedGeneration") == generation else 0) + 1
-    store = kube.PromotionStatus(runtime.kube, namespace, name, status, resource_version)
+    store = kube.PromotionStatus(
+        runtime.kube, namespace, name, status, resource_version, uid=uid, generation=generation
+    )
     with runtime.metrics.in_flight.track_inprogress():
         prepared = await prepare(runtime, spec, namespace, number)
         if isinstance(prepared, AttemptResult):
             result = prepared
-            await protocol.write_status(store, status, result, result.outcome, generation, number, utcnow)
+            await protocol.write_status(store, status, result, result.outcome, generation, number, utcnow, uid=uid)
         else:
-            request, client, endpoint = prepared
+            request, client, key = prepared
             attempt = protocol.Attempt(
                 request=request,
                 kms=client,
@@ -276,9 +287,14 @@ async def run_attempt(
                 after_success=_after_success_runner(runtime, request, namespace),
                 rng=runtime.rng,
                 locks=runtime.locks,
-                key=protocol.secret_key(endpoint, request.secret_name),
+                key=key,
                 who=f"{namespace}/{name}",
             )
             result = await attempt.run()
     runtime.metrics.promotions.labels(result.outcome.kind.value, result.outcome.reason).inc()
-    return Attempt(result=result, status=store.status, events=events_for(result, status, number))
+    return Attempt(
+        result=result,
+        status=store.status,
+        events=events_for(result, status, number),
+        resource_versions=tuple(store.written),
+    )

@@ -1,12 +1,19 @@
 """A fault explorer for the promotion protocol (secretstage.protocol).
 
 The protocol runs against an in-memory KMS (the emulator's own ``Store``, with every switch the
-docs leave open) and an in-memory status store with Kubernetes' compare-and-set semantics. Each
-call it makes into either, and each afterSuccess run, is an *await point*, numbered in order across
-attempts. A schedule injects faults at chosen points; after the faulted attempt, fresh attempts run
-(as kopf would retry) until the promotion is final, then every stale copy of the object that ever
-existed is handed to one more attempt (as kopf does when an event lags). Then the invariants are
-checked (``check``).
+docs leave open) reached through the real ``KmsClient`` (its retry loop and its classification of
+answers: only the HTTP exchange is replaced), and an in-memory API server with Kubernetes'
+compare-and-set, uid and generation semantics. Each call into either, each afterSuccess run, and
+the end of each attempt is an *await point*, numbered in order across attempts. A schedule injects
+faults at chosen points; after the faulted attempt, fresh attempts run (as kopf would retry) until
+the promotion is final, then every stale copy of the object that ever existed is handed to one more
+attempt (as kopf does when an event lags). Then the invariants are checked (``check``).
+
+Besides faults of one call (a crash, a lost answer, throttling, ...), a schedule can change the
+world around the promotion at any point ("edges"): the spec is edited (a new generation), the
+object is deleted, or deleted and created again under the same name (a new uid, a new spec),
+another writer changes its status, a stale copy of it is handed to another process, or another
+replica takes over (its KMS calls then fenced off in the old one, its status writes not).
 """
 
 from __future__ import annotations
@@ -14,27 +21,43 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
+
 from secretstage import protocol
-from secretstage.domain.journal import Journal, StaleStatus
+from secretstage.domain.journal import Journal, ObjectGone, StaleStatus
 from secretstage.domain.promotion import ACS_CURRENT, ACS_PREVIOUS, PromotionRequest
 from secretstage.emulator.state import KmsFault, Store
-from secretstage.kms import CredentialsError, KmsApiError, KmsTransportError
-from secretstage.kms.models import SecretVersion, StageUpdate, VersionList
+from secretstage.kms import Credentials, CredentialsError, KmsApiError, KmsClient, KmsError, KmsTransportError
+from secretstage.kms import StaticProvider as _StaticProvider
+from secretstage.kms.retry import RetryPolicy
 
 SECRET = "app/db"
+ACCOUNT = "1234567890123456"
+ARN = f"acs:kms:cn-hangzhou:{ACCOUNT}:secret/{SECRET}"
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+NAMESPACE = "team-a"
+# P names the secret by region (the public gateway); its rival Q by ARN over the VPC gateway: two
+# spellings of one secret, which must share the per-secret lock.
+P_KEY = protocol.secret_key(NAMESPACE, "https://kms.cn-hangzhou.aliyuncs.com", SECRET, "cn-hangzhou")
+Q_KEY = protocol.secret_key(NAMESPACE, "https://kms-vpc.cn-hangzhou.aliyuncs.com", ARN)
 
+# Changes of the world around the promotion, possible at any point (once per schedule).
+EDGE_FAULTS = ("edit", "recreate", "delete", "hand-edit", "stale", "replica")
 # Faults by kind of await point. "foreign" = another pipeline moves the stage just before the call
 # lands; "rival" = another promotion of the same secret in this operator starts now.
 # "credentials": the credentials provider fails before anything is sent (an STS exchange, a token).
-KMS_READ_FAULTS = ("crash", "throttle", "credentials", "foreign", "rival")
+# "throttle": refused for the rest of the call (the client's own retries give up); "throttle-once":
+# refused once, then the client's retry goes through.
+KMS_READ_FAULTS = ("crash", "throttle", "throttle-once", "credentials", "foreign", "rival", *EDGE_FAULTS)
 # "late": the request times out on the client and lands at KMS at the next await point; "later":
 # four points on (typically inside the next attempt, after it read the stage still unmoved).
+# "internal-400"/"internal-200": applied, then answered InternalFailure under HTTP 400 or 200;
+# "unavailable-503": not applied, answered ServiceUnavailable (503).
 KMS_MOVE_FAULTS = (
     "crash",
     "crash-after",
@@ -43,24 +66,31 @@ KMS_MOVE_FAULTS = (
     "late",
     "later",
     "throttle",
+    "throttle-once",
     "credentials",
     "foreign",
     "rival",
+    "internal-400",
+    "internal-200",
+    "unavailable-503",
+    *EDGE_FAULTS,
 )
-WRITE_FAULTS = ("crash", "crash-after", "conflict")
-AFTER_SUCCESS_FAULTS = ("crash", "crash-after")
+WRITE_FAULTS = ("crash", "crash-after", "conflict", *EDGE_FAULTS)
+AFTER_SUCCESS_FAULTS = ("crash", "crash-after", *EDGE_FAULTS)
 FAULTS_BY_KIND = {
     "kms.read": KMS_READ_FAULTS,
     "kms.move": KMS_MOVE_FAULTS,
     "status.write": WRITE_FAULTS,
-    "status.refresh": ("crash",),
+    "status.refresh": ("crash", *EDGE_FAULTS),
     "after-success": AFTER_SUCCESS_FAULTS,
+    "attempt.end": ("rival", *EDGE_FAULTS),  # between two attempts of P
 }
 # Every KMS behaviour the docs leave open: auto ACSPrevious x label held elsewhere x stale RemoveFromVersion.
 MODES = [
     {"auto_previous": a, "label_held_elsewhere": h, "remove_mismatch": r}
     for a, h, r in itertools.product((True, False), ("move", "reject"), ("reject", "ignore"))
 ]
+_NO_HTTP = httpx.AsyncClient()  # never sends: ModelKms replaces the HTTP exchange
 
 
 def mode_id(mode: Mapping[str, object]) -> str:
@@ -136,9 +166,21 @@ SCENARIOS = [
 ]
 
 
+def edited_request(scenario: Scenario) -> PromotionRequest:
+    """What an edit (or the re-created object) asks instead: the same stage on v3."""
+    return _request(version_stage=scenario.request.version_stage, move_to_version="v3")
+
+
+def rival_request(scenario: Scenario | None) -> PromotionRequest:
+    assert scenario is not None
+    return PromotionRequest(
+        secret_name=ARN, credentials_secret="k", version_stage=scenario.request.version_stage, move_to_version="v3"
+    )
+
+
 @dataclass
 class AppliedMove:
-    who: str
+    who: str  # the promotion: "P" (any process, any generation of it), "Q"
     stage: str
     move_to: str | None
     remove_from: str | None
@@ -146,6 +188,9 @@ class AppliedMove:
     point: int
     request_id: str
     holder_after: str | None = None
+    uid: str = ""
+    generation: int = 0
+    late: bool = False  # landed after its client gave up on it
 
     @property
     def effective(self) -> bool:
@@ -153,8 +198,30 @@ class AppliedMove:
 
 
 @dataclass
+class ApiObject:
+    """The API server's copy of one promotion: identity, spec, status, and every version it held."""
+
+    name: str
+    uid: str
+    request: PromotionRequest
+    rv: int
+    generation: int = 1
+    status: dict[str, Any] = field(default_factory=dict)
+    # (resourceVersion, status, generation, writer): writer is the uid of the attempt that wrote it, or
+    # "api" (created, edited), "hand" (another writer)
+    versions: list[tuple[int, dict[str, Any], int, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.versions.append((self.rv, dict(self.status), self.generation, "api"))
+
+    def bump(self, rv: int, writer: str) -> None:
+        self.rv = rv
+        self.versions.append((rv, dict(self.status), self.generation, writer))
+
+
+@dataclass
 class World:
-    """KMS, the API server's copy of each promotion, and what happened, for one schedule."""
+    """KMS, the API server's objects, and what happened, for one schedule."""
 
     mode: Mapping[str, object]
     faults: dict[int, str]
@@ -162,35 +229,78 @@ class World:
     points: list[tuple[int, str, str]] = field(default_factory=list)  # (index, kind, who)
     applied: list[AppliedMove] = field(default_factory=list)
     foreign_points: list[int] = field(default_factory=list)
-    after_success_runs: Counter[str] = field(default_factory=Counter)
+    after_success_runs: Counter[tuple[str, int]] = field(default_factory=Counter)  # (uid, generation)
     returned_ids: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # who -> (point, RequestId)
     crashes: dict[str, list[int]] = field(default_factory=dict)
     late: list[tuple[int, tuple[str, str, str | None, str | None, str]]] = field(default_factory=list)
     rival_started: list[int] = field(default_factory=list)
     writes: list[int] = field(default_factory=list)  # P's points whose status write landed
     unjournaled: list[str] = field(default_factory=list)  # irreversible steps taken before their journal write
+    violations: list[str] = field(default_factory=list)  # withdrawn moves sent, blind re-sends, stale acts
     attempt_start: int = 0  # P's point index where its current attempt began
-    locks: protocol.SecretLocks = field(default_factory=protocol.SecretLocks)
+    locks: protocol.SecretLocks = field(init=False)
     clock: int = 0
+    skipped: float = 0.0  # time passed without points (the landing window, at the end)
     rid: int = 0
+    rv: int = 1
     scenario: Scenario | None = None
-    objects: dict[str, ApiObject] = field(default_factory=dict)
+    objects: dict[str, ApiObject] = field(default_factory=dict)  # by name: what the API server holds now
+    gone: list[ApiObject] = field(default_factory=list)  # deleted objects (for stale copies of them)
+    edge: tuple[str, int] | None = None
+    fenced: bool = False  # another replica took over: this process's KMS calls are fenced off
+    before_edge: tuple[str, int, dict[str, Any]] | None = None  # P as it was just before the edge
 
     def __post_init__(self) -> None:
-        self.kms = Store()
+        self.kms = Store(account=ACCOUNT)
         self.kms.configure(**self.mode)
+        self.locks = self.new_locks()
+
+    # --- time, ids -------------------------------------------------------------------------------
 
     def now(self) -> str:
         self.clock += 1
         return (EPOCH + timedelta(seconds=self.clock)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+    def wall(self) -> float:
+        return (EPOCH + timedelta(seconds=self.clock)).timestamp() + self.skipped
+
+    def new_locks(self) -> protocol.SecretLocks:
+        return protocol.SecretLocks(clock=self.wall)
+
     def request_id(self) -> str:
         self.rid += 1
         return f"RID-{self.rid:04d}"
 
+    def next_rv(self) -> int:
+        self.rv += 1
+        return self.rv
+
     def placement(self) -> dict[str, str]:
         _, versions = self.kms.list_versions(SECRET, True)
         return {stage: v.version_id for v in versions for stage in v.stages}
+
+    # --- the API server --------------------------------------------------------------------------
+
+    def create(self, name: str, uid: str, request: PromotionRequest) -> ApiObject:
+        obj = ApiObject(name, uid, request, self.next_rv())
+        self.objects[name] = obj
+        return obj
+
+    def key_of(self, obj: ApiObject) -> protocol.SecretKey:
+        return Q_KEY if obj.request.secret_name == ARN else P_KEY
+
+    def started_process(self) -> protocol.SecretLocks:
+        """The memory of a new operator process: at start-up it reserves the secrets of promotions
+        whose journal shows a move that may still land (reconcile.reserve_unlanded_moves)."""
+        locks = self.new_locks()
+        for obj in self.objects.values():
+            protocol.reserve_unlanded(locks, self.key_of(obj), obj.uid, f"{NAMESPACE}/{obj.name}", obj.status)
+        return locks
+
+    def restart(self) -> None:
+        self.locks = self.started_process()
+
+    # --- await points and faults -----------------------------------------------------------------
 
     async def point(self, kind: str, who: str) -> str | None:
         """An await point of ``who``; returns the fault to inject (only P's points are faulted)."""
@@ -205,23 +315,88 @@ class World:
         fault = self.faults.get(index)
         if fault is None or fault not in FAULTS_BY_KIND[kind]:
             return None
+        if fault in EDGE_FAULTS:
+            if self.edge is None:
+                self.edge = (fault, index)
+                await self.change(fault, index)
+            return None
         if fault == "foreign":
             self.foreign_move(index)
         elif fault == "rival":
-            await self.run_rival(index)
+            await self.run_rival(index, between=kind == "attempt.end")
         elif fault == "crash":
             self.crashes.setdefault(who, []).append(index)
             raise Crash(f"crash at point {index} ({kind})")
         return fault
 
-    def journal_check(self, step: str) -> None:
-        """Before each irreversible step, the API server must already hold what a later attempt needs."""
+    async def change(self, fault: str, index: int) -> None:
         assert self.scenario is not None
-        journal = Journal.of(self.objects["P"].status, 1)
+        obj = self.objects.get("P")
+        if obj is None:
+            return
+        self.before_edge = (obj.uid, obj.generation, dict(obj.status))
+        if fault == "edit":
+            obj.generation += 1
+            obj.request = edited_request(self.scenario)
+            obj.bump(self.next_rv(), "api")
+        elif fault in ("recreate", "delete"):
+            del self.objects["P"]
+            self.gone.append(obj)
+            if fault == "recreate":
+                self.create("P", "uid-P2", edited_request(self.scenario))
+        elif fault == "hand-edit":
+            # Another writer puts a move into this generation's journal that the spec never asked for.
+            obj.status = merge(
+                obj.status,
+                {
+                    "phase": "InProgress",
+                    "observedGeneration": obj.generation,
+                    "move": {
+                        "versionStage": obj.request.version_stage,
+                        "moveToVersion": "v9",
+                        "removeFromVersion": None,
+                        "answer": "Received",
+                        "sentTime": self.now(),
+                        "requestId": "HAND-EDITED",
+                    },
+                },
+            )
+            obj.bump(self.next_rv(), "hand")
+        elif fault == "stale":
+            await self.hand_stale_copies(f"point {index}")
+        elif fault == "replica":
+            await self.replica_takes_over()
+
+    def journal_check(self, step: str, uid: str, generation: int, actor: str) -> None:
+        """Before each irreversible step, the API server must already hold what a later attempt needs,
+        on the object and generation the step is for; a move the spec no longer asks for is never sent."""
+        assert self.scenario is not None
+        seen: tuple[str, int, dict[str, Any]] | None = None
+        if (obj := self.objects.get("P")) is not None:
+            seen = (obj.uid, obj.generation, obj.status)
+        main = step == self.scenario.request.version_stage
+        if (
+            actor == "P"
+            and step == "afterSuccess"
+            and self.edge is not None
+            and self.edge[0] in ("edit", "recreate", "delete", "hand-edit")
+            and self.edge[1] == len(self.points) - 1
+        ):
+            # The change came between the journal write and the step it announces (one round trip;
+            # docs/operator.md): what the journal announced goes ahead, judged by the journal as written.
+            seen = self.before_edge
+        if seen is None or seen[0] != uid:
+            self.violations.append(f"{step} sent for object {uid}, which was deleted or replaced")
+            return
+        if step == self.scenario.request.version_stage and seen[1] != generation:
+            self.violations.append(f"{step} move of generation {generation} sent after the edit to {seen[1]}")
+            return
+        journal = Journal.of(seen[2], generation)
         if step == self.scenario.request.version_stage:
             ok = journal.move is not None and journal.move.answer.value == "Pending"
         else:  # the ACSPrevious fix-up, afterSuccess: the move's RequestId, if one arrived, is journaled
-            returned = {rid for point, rid in self.returned_ids.get("P", []) if point >= self.attempt_start}
+            since = self.attempt_start if actor == "P" else 0
+            returned = {rid for point, rid in self.returned_ids.get(actor, []) if point >= since}
             ok = journal.move is not None and (not returned or journal.move.request_id in returned)
             if step == "afterSuccess":
                 ok = ok and journal.after_success_started
@@ -241,14 +416,84 @@ class World:
             self.kms.update_secret_version_stage(SECRET, ACS_PREVIOUS, holder, previous, self.now())
         self.foreign_points.append(index)
 
-    async def run_rival(self, index: int) -> None:
-        """Promotion Q of the same secret, handled by this operator while P is in flight."""
-        self.rival_started.append(index)
+    async def run_rival(self, index: int, *, between: bool) -> None:
+        """Promotion Q of the same secret (another spelling of it), handled by this operator.
+
+        Inside P's attempt Q must wait. Between two attempts of P it may run, but not while a move
+        of P that got no answer may still land (it would undo Q's move); if it runs, it is a
+        concurrent change as far as P is concerned.
+        """
+        assert self.scenario is not None
+        if "Q" not in self.objects:
+            self.create("Q", "uid-Q", rival_request(self.scenario))
         before = len(self.applied)
-        result = await self.attempt("Q", rival_request(self.scenario))
+        in_flight = [args for _, args in self.late if args[0] == "P"]
+        result = await self.attempt("Q")
         assert result is not None
-        assert len(self.applied) == before, "a rival promotion moved the secret while P held it"
-        assert result.outcome.reason == "WaitingForSecret", result.outcome
+        if not between or in_flight or result.outcome.reason == "WaitingForSecret":
+            if any(m.who == "Q" for m in self.applied[before:]):
+                self.violations.append(f"rival Q moved the secret while P held it (point {index})")
+            if result.outcome.reason != "WaitingForSecret":
+                self.violations.append(f"rival Q did not wait for P (point {index}): {result.outcome}")
+            self.rival_started.append(index)
+            return
+        for _ in range(MAX_ATTEMPTS):  # Q runs now, to the end: for P, a concurrent change
+            if self.objects["Q"].status.get("phase") in FINAL:
+                break
+            await self.attempt("Q")
+        if any(m.who == "Q" and m.effective for m in self.applied[before:]):
+            self.foreign_points.append(index)
+        self.rival_started.append(index)
+
+    async def hand_stale_copies(self, when: str) -> None:
+        """kopf hands an attempt (here: of another process) an older copy of an object: every version
+        whose journal is not what the API server now holds for its generation. None may act."""
+        for obj in [*self.gone, *self.objects.values()]:
+            if obj.name != "P":
+                continue
+            current = self.objects.get("P")
+            for rv, status, generation, _ in obj.versions:
+                if status.get("phase") in FINAL and status.get("observedGeneration") == generation:
+                    continue  # kopf's filter: a final generation is never offered to the handler
+                journal = Journal.of(status, generation)
+                if (
+                    current is not None
+                    and current.uid == obj.uid
+                    and journal == Journal.of(current.status, generation)
+                    and (generation == current.generation or journal.move is not None)
+                ):
+                    continue  # the journal the API server holds: a fresh attempt (or a completion), not a stale one
+                applied_before, state_before, writes_before = len(self.applied), self.placement(), self.rv
+                runs_before = Counter(self.after_success_runs)
+                view = StatusView(self, "P", rv, dict(status), obj.uid, generation, "stale")
+                try:
+                    await self.run_attempt(view, obj.request, "stale", self.started_process(), number=1)
+                except (protocol.AttemptAborted, Crash):
+                    pass
+                if len(self.applied) != applied_before or self.placement() != state_before:
+                    self.violations.append(f"a stale copy (rv {rv}, generation {generation}) moved KMS at {when}")
+                if self.rv != writes_before and any(v[3] == obj.uid for v in self._versions_since(writes_before)):
+                    self.violations.append(f"a stale copy (rv {rv}, generation {generation}) wrote status at {when}")
+                if self.after_success_runs != runs_before:
+                    self.violations.append(f"a stale copy (rv {rv}) ran afterSuccess at {when}")
+
+    def _versions_since(self, rv: int) -> list[tuple[int, dict[str, Any], int, str]]:
+        return [v for o in [*self.gone, *self.objects.values()] for v in o.versions if v[0] > rv]
+
+    async def replica_takes_over(self) -> None:
+        """Another replica becomes leader and carries P out with its own memory; this one's KMS calls
+        are fenced from now on (the Lease), its status writes are not."""
+        self.fenced = True
+        # For what it can still write, the old leader is as good as dead from here on.
+        self.crashes.setdefault("P", []).append(len(self.points) - 1)
+        locks = self.started_process()
+        for _ in range(MAX_ATTEMPTS):
+            obj = self.objects.get("P")
+            if obj is None or (obj.status.get("phase") in FINAL and obj.status.get("observedGeneration") == 1):
+                break
+            view = StatusView(self, "P", obj.rv, dict(obj.status), obj.uid, obj.generation, "R")
+            with contextlib.suppress(protocol.AttemptAborted):
+                await self.run_attempt(view, obj.request, "R", locks, number=int(obj.status.get("attempts") or 0) + 1)
 
     def _apply(self, who: str, stage: str, move_to: str | None, remove_from: str | None, rid: str) -> None:
         holder = self.placement().get(stage)
@@ -257,109 +502,215 @@ class World:
         except KmsFault:
             return
         after = self.placement().get(stage)
-        self.applied.append(AppliedMove(who, stage, move_to, remove_from, holder, len(self.points) - 1, rid, after))
-
-    async def attempt(self, who: str, request: PromotionRequest) -> Any:
-        if who == "P":
-            self.attempt_start = len(self.points)
-        obj = self.objects[who]
-        store = obj.view()
-        attempt = protocol.Attempt(
-            request=request,
-            kms=FakeKms(self, who),
-            store=store,
-            generation=1,
-            number=int(store.status.get("attempts") or 0) + 1,
-            now=self.now,
-            after_success=AfterSuccess(self, who).run,
-            locks=self.locks,
-            key=("http://kms", SECRET),
-            who=who,
+        self.applied.append(
+            AppliedMove(who, stage, move_to, remove_from, holder, len(self.points) - 1, rid, after, late=True)
         )
+
+    def pass_time(self, seconds: float) -> None:
+        """Time passes with nothing of ours running: every request still on its way lands."""
+        for _, args in self.late:
+            self._apply(*args)
+        self.late.clear()
+        self.skipped += seconds
+
+    # --- attempts --------------------------------------------------------------------------------
+
+    async def attempt(self, name: str) -> Any:
+        """One attempt of the named promotion by this operator process, from the API server's copy."""
+        obj = self.objects[name]
+        if name == "P":
+            self.attempt_start = len(self.points)
+        view = StatusView(self, name, obj.rv, dict(obj.status), obj.uid, obj.generation, name)
+        number = (
+            int(obj.status.get("attempts") or 0) if obj.status.get("observedGeneration") == obj.generation else 0
+        ) + 1
         try:
-            return await attempt.run()
+            result = await self.run_attempt(view, obj.request, name, self.locks, number=number)
         except protocol.AttemptAborted:
             return None
+        except Crash:
+            self.restart()
+            return None
+        holder = self.locks.holder(self.key_of(obj))
+        if name == "P" and result.outcome.reason == "WaitingForSecret" and holder and holder.until:
+            self.pass_time(holder.until - self.wall() + 1)  # kopf looks again until the reservation ends
+        return result
 
-
-def rival_request(scenario: Scenario | None) -> PromotionRequest:
-    assert scenario is not None
-    return _request(version_stage=scenario.request.version_stage, move_to_version="v3")
-
-
-class FakeKms:
-    def __init__(self, world: World, who: str) -> None:
-        self.world, self.who = world, who
-
-    async def list_secret_version_ids(self, secret_name: str, *, include_deprecated: bool = False) -> VersionList:
-        fault = await self.world.point("kms.read", self.who)
-        if fault == "throttle":
-            raise KmsApiError(code="Throttling", message="QPS", http_status=400, request_id=self.world.request_id())
-        if fault == "credentials":
-            raise CredentialsError("cannot get a token of ServiceAccount ns/promoter: HTTP 500")
-        _, versions = self.world.kms.list_versions(secret_name, include_deprecated)
-        return VersionList(
-            secret_name,
-            tuple(SecretVersion(v.version_id, v.create_time, tuple(v.stages)) for v in versions),
-            (self.world.request_id(),),
+    async def run_attempt(
+        self, view: StatusView, request: PromotionRequest, actor: str, locks: protocol.SecretLocks, *, number: int
+    ) -> Any:
+        promotion = "Q" if view.name == "Q" else "P"
+        attempt = protocol.Attempt(
+            request=request,
+            kms=ModelKms(self, actor, promotion, view.uid, view.generation),
+            store=view,
+            generation=view.generation,
+            number=number,
+            now=self.now,
+            after_success=AfterSuccess(self, actor, view.uid, view.generation).run,
+            locks=locks,
+            key=Q_KEY if promotion == "Q" else P_KEY,
+            who=f"{NAMESPACE}/{view.name}",
         )
+        return await attempt.run()
 
-    async def update_secret_version_stage(
+
+class ModelKms(KmsClient):
+    """The real KmsClient (retry loop, answer classification, parsing) with the HTTP exchange
+    replaced by the model: each attempt is an await point, faults become the answers KMS gives."""
+
+    def __init__(self, world: World, actor: str, promotion: str, uid: str, generation: int) -> None:
+        super().__init__(
+            endpoint="https://kms.cn-hangzhou.aliyuncs.com",
+            credentials=_StaticProvider(Credentials("model-key", "model-secret")),
+            http=_NO_HTTP,
+            retry=RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0),
+            sleep=_no_sleep,
+        )
+        self.world, self.actor, self.promotion = world, actor, promotion
+        self.uid, self.generation = uid, generation
+        self.sends: list[bool] = []  # per logical call: whether each HTTP attempt may have been applied
+        self.throttled = False
+
+    async def call(
         self,
-        secret_name: str,
-        version_stage: str,
+        action: str,
+        params: Mapping[str, str],
         *,
-        move_to_version: str | None = None,
-        remove_from_version: str | None = None,
-    ) -> StageUpdate:
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> dict[str, Any]:
+        self.sends, self.throttled = [], False
+        return await super().call(action, params, before_send=before_send)
+
+    async def _fault(self, kind: str) -> str | None:
+        fault = await self.world.point(kind, self.actor)
+        if fault == "throttle":
+            self.throttled = True  # a storm that outlasts the client's retries
+        if self.throttled:
+            return "throttle"
+        return "throttle" if fault == "throttle-once" else fault
+
+    async def _attempt(
+        self, action: str, params: Mapping[str, str], before_send: Callable[[], Awaitable[None]] | None = None
+    ) -> dict[str, Any]:
+        if action == "ListSecretVersionIds":
+            return await self._list(params)
+        assert action == "UpdateSecretVersionStage"
+        return await self._update(params, before_send)
+
+    @property
+    def fenced(self) -> bool:
+        return self.actor == "P" and self.world.fenced
+
+    def _refused(self, code: str, status: int, rid: str) -> KmsApiError:
+        return KmsApiError(code=code, message=code, http_status=status, request_id=rid, action="model")
+
+    async def _list(self, params: Mapping[str, str]) -> dict[str, Any]:
         world = self.world
-        fault = await world.point("kms.move", self.who)
+        fault = await self._fault("kms.read")
+        if self.fenced:
+            raise KmsError(code="NotLeader", message="fenced", retryable=True, maybe_applied=False)
         rid = world.request_id()
         if fault == "throttle":
-            raise KmsApiError(code="Throttling", message="QPS", http_status=400, request_id=rid)
-        if fault == "timeout-before":
-            raise KmsTransportError(code="SDK.ReadTimeout", message="timeout")
+            raise self._refused("Throttling", 400, rid)
         if fault == "credentials":
             raise CredentialsError("cannot get a token of ServiceAccount ns/promoter: HTTP 500")
-        if fault in ("late", "later"):
-            lands = len(world.points) + (0 if fault == "late" else 4)
-            world.late.append((lands, (self.who, version_stage, move_to_version, remove_from_version, rid)))
-            raise KmsTransportError(code="SDK.ReadTimeout", message="timeout")
-        holder = world.placement().get(version_stage)
-        if self.who == "P":
-            world.journal_check(version_stage)
         try:
-            world.kms.update_secret_version_stage(secret_name, version_stage, move_to_version, remove_from_version, "t")
-        except KmsFault as fault_:
-            raise KmsApiError(
-                code=fault_.code, message=fault_.message, http_status=fault_.status, request_id=rid
-            ) from None
+            name = world.kms.resolve(params["SecretName"]).name
+        except KmsFault as exc:
+            raise self._refused(exc.code, exc.status, rid) from None
+        _, versions = world.kms.list_versions(name, params.get("IncludeDeprecated") == "true")
+        items = [
+            {"VersionId": v.version_id, "CreateTime": v.create_time, "VersionStages": {"VersionStage": list(v.stages)}}
+            for v in versions
+        ]
+        return {
+            "SecretName": name,
+            "TotalCount": len(items),
+            "PageNumber": 1,
+            "VersionIds": {"VersionId": items},
+            "RequestId": rid,
+        }
+
+    async def _update(
+        self, params: Mapping[str, str], before_send: Callable[[], Awaitable[None]] | None
+    ) -> dict[str, Any]:
+        world = self.world
+        fault = await self._fault("kms.move")
         here = len(world.points) - 1
-        after = world.placement().get(version_stage)
+        if fault == "credentials":  # the provider runs before the intent write and the request
+            raise CredentialsError("cannot get a token of ServiceAccount ns/promoter: HTTP 500")
+        if before_send is not None:
+            await before_send()
+        if self.fenced:  # the Lease moved on: the fence stops the request after the journal write
+            raise KmsError(code="NotLeader", message="fenced", retryable=True, maybe_applied=False)
+        stage = params["VersionStage"]
+        move_to, remove_from = params.get("MoveToVersion"), params.get("RemoveFromVersion")
+        rid = world.request_id()
+        if any(self.sends):
+            world.violations.append(
+                f"UpdateSecretVersionStage re-sent blindly at point {here} after an answer that may hide an applied move"
+            )
+        if fault == "throttle":
+            self.sends.append(False)
+            raise self._refused("Throttling", 400, rid)
+        if fault == "timeout-before":
+            self.sends.append(False)
+            raise KmsTransportError(code="SDK.ServerUnreachable", message="connect timeout", sent=False)
+        if fault == "unavailable-503":
+            self.sends.append(False)
+            raise self._refused("ServiceUnavailable", 503, rid)
+        if fault in ("late", "later"):
+            self.sends.append(True)
+            lands = len(world.points) + (0 if fault == "late" else 4)
+            world.late.append((lands, (self.promotion, stage, move_to, remove_from, rid)))
+            raise KmsTransportError(code="SDK.ReadTimeout", message="timeout")
+        holder = world.placement().get(stage)
+        if self.promotion == "P":
+            world.journal_check(stage, self.uid, self.generation, self.actor)
+        try:
+            world.kms.update_secret_version_stage(SECRET, stage, move_to, remove_from, "t")
+        except KmsFault as refused:
+            self.sends.append(False)
+            raise self._refused(refused.code, refused.status, rid) from None
+        self.sends.append(True)
+        after = world.placement().get(stage)
         world.applied.append(
-            AppliedMove(self.who, version_stage, move_to_version, remove_from_version, holder, here, rid, after)
+            AppliedMove(
+                self.promotion, stage, move_to, remove_from, holder, here, rid, after, self.uid, self.generation
+            )
         )
         if fault == "crash-after":
-            world.crashes.setdefault(self.who, []).append(len(world.points) - 1)
+            world.crashes.setdefault(self.actor, []).append(len(world.points) - 1)
             raise Crash("crash after the move was applied")
         if fault == "lost-after":
             raise KmsTransportError(code="SDK.ConnectionLost", message="reset")
+        if fault == "internal-400":
+            raise self._refused("InternalFailure", 400, rid)
+        if fault == "internal-200":
+            raise self._refused("InternalFailure", 200, rid)
         assert world.scenario is not None
-        if version_stage == world.scenario.request.version_stage:
-            world.returned_ids.setdefault(self.who, []).append((here, rid))
-        return StageUpdate(secret_name, rid)
+        if stage == world.scenario.request.version_stage:
+            # the answer arrives after the intent write (which is inside this call): count from now
+            world.returned_ids.setdefault(self.actor, []).append((len(world.points) - 1, rid))
+        return {"SecretName": params["SecretName"], "RequestId": rid}
+
+
+async def _no_sleep(_: float) -> None:
+    return None
 
 
 class AfterSuccess:
-    def __init__(self, world: World, who: str) -> None:
-        self.world, self.who = world, who
+    def __init__(self, world: World, actor: str, uid: str, generation: int) -> None:
+        self.world, self.actor, self.uid, self.generation = world, actor, uid, generation
 
     async def run(self) -> list[dict[str, str]]:
-        fault = await self.world.point("after-success", self.who)
-        self.world.journal_check("afterSuccess")
-        self.world.after_success_runs[self.who] += 1
+        fault = await self.world.point("after-success", self.actor)
+        if self.uid != "uid-Q":
+            self.world.journal_check("afterSuccess", self.uid, self.generation, self.actor)
+        self.world.after_success_runs[(self.uid, self.generation)] += 1
         if fault == "crash-after":
-            self.world.crashes.setdefault(self.who, []).append(len(self.world.points) - 1)
+            self.world.crashes.setdefault(self.actor, []).append(len(self.world.points) - 1)
             raise Crash("crash right after afterSuccess")
         return [{"kind": "Deployment", "name": "x", "result": "Restarted", "message": "ok"}]
 
@@ -377,43 +728,39 @@ def merge(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-@dataclass
-class ApiObject:
-    """The API server's copy of one promotion: its status and resourceVersion, with every version kept."""
-
-    world: World
-    who: str
-    rv: int = 1
-    status: dict[str, Any] = field(default_factory=dict)
-    versions: list[tuple[int, dict[str, Any]]] = field(default_factory=lambda: [(1, {})])
-
-    def view(self, rv: int | None = None, status: Mapping[str, Any] | None = None, who: str = "") -> StatusView:
-        return StatusView(
-            self, self.rv if rv is None else rv, dict(self.status if status is None else status), who or self.who
-        )
-
-
 class StatusView:
     """What one attempt holds: a copy of the object at some resourceVersion (``protocol.StatusStore``)."""
 
-    def __init__(self, obj: ApiObject, rv: int, status: dict[str, Any], who: str) -> None:
-        self.obj, self.rv, self._status, self.who = obj, rv, status, who
+    def __init__(
+        self, world: World, name: str, rv: int, status: dict[str, Any], uid: str, generation: int, who: str
+    ) -> None:
+        self.world, self.name, self.rv, self._status, self.who = world, name, rv, status, who
+        self._uid, self._generation = uid, generation
 
     @property
     def status(self) -> Mapping[str, Any]:
         return self._status
 
+    @property
+    def uid(self) -> str:
+        return self._uid
+
+    @property
+    def generation(self) -> int | None:
+        return self._generation
+
     async def write(self, status: Mapping[str, Any]) -> None:
-        obj, world = self.obj, self.obj.world
+        world = self.world
         fault = await world.point("status.write", self.who)
+        obj = world.objects.get(self.name)
+        if obj is None:
+            raise ObjectGone()
         if fault == "conflict":
-            obj.rv += 1  # someone touched labels or annotations: same status, new resourceVersion
-            obj.versions.append((obj.rv, dict(obj.status)))
+            obj.bump(world.next_rv(), "api")  # someone touched labels or annotations: same status
         if self.rv != obj.rv:
-            raise StaleStatus()
-        obj.rv += 1
+            raise StaleStatus()  # a resourceVersion is global: a re-created object never matches
         obj.status = merge(obj.status, status)
-        obj.versions.append((obj.rv, dict(obj.status)))
+        obj.bump(world.next_rv(), self._uid)
         self.rv, self._status = obj.rv, dict(obj.status)
         if self.who == "P":
             world.writes.append(len(world.points) - 1)
@@ -422,13 +769,20 @@ class StatusView:
             raise Crash("crash after a status write")
 
     async def refresh(self) -> Mapping[str, Any]:
-        await self.obj.world.point("status.refresh", self.who)
-        self.rv, self._status = self.obj.rv, dict(self.obj.status)
+        await self.world.point("status.refresh", self.who)
+        obj = self.world.objects.get(self.name)
+        if obj is None:
+            raise ObjectGone()
+        self.rv, self._status, self._uid, self._generation = obj.rv, dict(obj.status), obj.uid, obj.generation
         return self._status
 
 
 FINAL = ("Succeeded", "Failed")
 MAX_ATTEMPTS = 8
+
+
+def _final(obj: ApiObject | None) -> bool:
+    return obj is None or (obj.status.get("phase") in FINAL and obj.status.get("observedGeneration") == obj.generation)
 
 
 async def run_schedule(scenario: Scenario, mode: Mapping[str, object], faults: dict[int, str]) -> World:
@@ -438,67 +792,113 @@ async def run_schedule(scenario: Scenario, mode: Mapping[str, object], faults: d
     for i, version in enumerate(("v2", "v3"), 2):
         stages = [s for s in scenario.initial.get(version, "").split(",") if s]
         world.kms.put_secret_value(SECRET, version, f"d{i}", "text", stages, f"2026-01-01T00:00:0{i}Z")
-    world.objects = {"P": ApiObject(world, "P"), "Q": ApiObject(world, "Q")}
+    world.create("P", "uid-P", scenario.request)
     for _ in range(MAX_ATTEMPTS):
+        if world.objects.get("P") is None:
+            break
+        await world.attempt("P")
         with contextlib.suppress(Crash):
-            await world.attempt("P", scenario.request)
-        if world.objects["P"].status.get("phase") in FINAL:
+            await world.point("attempt.end", "P")
+        if _final(world.objects.get("P")):
             break
     for _, args in world.late:  # a request still on its way when the promotion ended lands now
         world._apply(*args)
     world.late.clear()
     world.p_final_placement = world.placement()  # type: ignore[attr-defined]
     world.p_applied = list(world.applied)  # type: ignore[attr-defined]
-    runs_before = Counter(world.after_success_runs)
     # kopf may hand an attempt any older copy of the object (a lagging watch event): none may act.
-    obj = world.objects["P"]
-    for rv, status in obj.versions[:-1]:
-        if status.get("phase") in FINAL:
-            continue
-        applied_before, state_before = len(world.applied), world.placement()
-        attempt = protocol.Attempt(
-            request=scenario.request,
-            kms=FakeKms(world, "stale"),
-            store=obj.view(rv, status, who="stale"),
-            generation=1,
-            number=int(status.get("attempts") or 0) + 1,
-            now=world.now,
-            after_success=AfterSuccess(world, "P").run,
-            locks=world.locks,
-            key=("http://kms", SECRET),
-            who="stale",
-        )
-        try:
-            await attempt.run()
-            stale_wrote = True
-        except protocol.AttemptAborted:
-            stale_wrote = False
-        assert not stale_wrote, f"faults {faults}: an attempt on the stale copy at rv {rv} wrote status"
-        moved = world.applied[applied_before:]
-        assert not moved, f"faults {faults}: a stale copy at rv {rv} moved KMS: {moved}"
-        assert world.placement() == state_before, f"faults {faults}: a stale copy at rv {rv} changed KMS"
-    assert world.after_success_runs == runs_before, f"faults {faults}: a stale copy ran afterSuccess"
-    if world.rival_started:
+    await world.hand_stale_copies("the end")
+    # Every request of P has landed or can no longer land: the time of its signature has passed.
+    world.skipped += protocol.LANDING_WINDOW_SECONDS + 60
+    if world.rival_started and "Q" in world.objects:
         for _ in range(MAX_ATTEMPTS):
-            await world.attempt("Q", rival_request(scenario))
             if world.objects["Q"].status.get("phase") in FINAL:
                 break
+            await world.attempt("Q")
     return world
 
 
 def check(world: World, scenario: Scenario) -> None:
     """The protocol's promises, for one explored schedule."""
+    assert not world.violations, f"{world.violations}; placement {world.placement()}"
+    assert not world.unjournaled, f"irreversible step before its journal write: {world.unjournaled}"
+    _check_transition_times(world)
+    for (uid, generation), runs in world.after_success_runs.items():
+        assert runs <= 1, f"afterSuccess ran {runs} times for {uid} generation {generation}"
+    if world.edge is not None and world.edge[0] in ("edit", "recreate", "delete", "hand-edit"):
+        _check_edge(world, scenario, *world.edge)
+    else:
+        _check_one_generation(world, scenario)
+    # A request of P that got no answer never lands over a rival's move (the reservation).
+    q_moved = False
+    for move in world.applied:
+        q_moved = q_moved or (move.who == "Q" and move.effective)
+        assert not (move.who == "P" and move.late and move.effective and q_moved), (
+            f"a late request of P undid rival Q's move: {world.applied}"
+        )
+    # A rival promotion of the same secret waited (or ran between P's attempts), then ran on its own.
+    if "Q" in world.objects and world.rival_started:
+        q = world.objects["Q"].status
+        assert q.get("phase") == "Succeeded", f"rival: {q.get('phase')} {_reason(q)}; kms {world.placement()}"
+        if world.edge is None or world.edge[0] not in ("edit", "recreate"):
+            movers = [m.who for m in world.applied if m.effective and m.stage == scenario.request.version_stage]
+            if movers and movers[-1] == "Q":
+                assert world.placement().get(scenario.request.version_stage) == "v3", (
+                    f"rival Q's move was undone: kms {world.placement()}, moves {world.applied}"
+                )
+
+
+def _check_transition_times(world: World) -> None:
+    """lastTransitionTime never decreases, over every version the API server held of one object."""
+    for obj in [*world.gone, *world.objects.values()]:
+        seen: dict[str, str] = {}
+        for _, version, _, _ in obj.versions:
+            for condition in version.get("conditions") or []:
+                earlier = seen.get(condition["type"], "")
+                assert condition["lastTransitionTime"] >= earlier, f"lastTransitionTime went back on {obj.uid}"
+                seen[condition["type"]] = condition["lastTransitionTime"]
+
+
+def _check_edge(world: World, scenario: Scenario, kind: str, at: int) -> None:
+    """After an edit, a delete + re-create, a delete, or another writer's change of the journal."""
+    stage = scenario.request.version_stage
+    final_placement: dict[str, str] = world.p_final_placement  # type: ignore[attr-defined]
+    obj = world.objects.get("P")
+    where = f"{kind} at point {at}: kms={final_placement} moves={world.applied} status={obj.status if obj else None}"
+    if kind == "delete":
+        assert obj is None, where
+        return
+    assert obj is not None and _final(obj), f"not final: {where}"
+    status = obj.status
+    if kind == "hand-edit":
+        # A journal the operator did not write is never acted on: the promotion says so.
+        assert (status.get("phase"), _reason(status)) == ("Failed", "JournalMismatch"), where
+        later = [m for m in world.applied if m.who == "P" and m.stage == stage and m.point > at]
+        assert not later, f"a move was sent after another writer changed the journal: {where}"
+        return
+    # edit / recreate: the new spec (the stage on v3) is carried out for the object as it is now.
+    assert (status.get("phase"), status.get("observedGeneration")) == ("Succeeded", obj.generation), where
+    assert final_placement.get(stage) == "v3", f"the new spec is not what KMS shows: {where}"
+    if kind == "recreate":
+        foreign_writers = {w for _, _, _, w in obj.versions} - {"api", obj.uid}
+        assert not foreign_writers, f"the re-created object was written by {foreign_writers}: {where}"
+    if stage == ACS_CURRENT:
+        moves = [m for m in world.applied if m.stage == stage and m.effective]
+        last = moves[-1] if moves else None
+        if last is not None and not world.foreign_points and last.generation == obj.generation:
+            assert final_placement.get(ACS_PREVIOUS) == last.holder_before, f"ACSPrevious misplaced: {where}"
+
+
+def _check_one_generation(world: World, scenario: Scenario) -> None:
     request = scenario.request
-    status = world.objects["P"].status
+    obj = world.objects["P"]
+    status = obj.status
     phase, reason = status.get("phase"), _reason(status)
     final_placement: dict[str, str] = world.p_final_placement  # type: ignore[attr-defined]
     mine = [m for m in world.p_applied if m.who == "P"]  # type: ignore[attr-defined]
     stage_moves = [m for m in mine if m.stage == request.version_stage]
     foreign = bool(world.foreign_points)
     where = f"phase={phase} reason={reason} kms={final_placement} moves={mine} status.move={status.get('move')}"
-
-    # 0. Every irreversible step was preceded by the journal write a later attempt needs.
-    assert not world.unjournaled, f"irreversible step before its journal write: {world.unjournaled}; {where}"
 
     # 1. Final, and the end state is what was asked, or Failed with a reason that is true.
     assert phase in FINAL, f"not final after {MAX_ATTEMPTS} attempts: {where}"
@@ -562,9 +962,8 @@ def check(world: World, scenario: Scenario) -> None:
         assert not effective, f"AlreadyInPlace although this generation moved the stage: {where}"
         assert request_id is None, where
 
-    # 4. afterSuccess at most once, and only when this generation moved the stage.
-    runs = world.after_success_runs["P"]
-    assert runs <= 1, f"afterSuccess ran {runs} times: {where}"
+    # 4. afterSuccess at most once (checked for every object), and only when this generation moved the stage.
+    runs = world.after_success_runs[(obj.uid, 1)]
     if runs:
         assert effective, f"afterSuccess ran although this generation moved nothing: {where}"
     wants = bool(request.restart or request.refresh_external_secrets)
@@ -590,20 +989,6 @@ def check(world: World, scenario: Scenario) -> None:
             assert final_placement.get(ACS_PREVIOUS) in (move.holder_before, move.remove_from), where
         else:
             assert final_placement.get(ACS_PREVIOUS) == move.holder_before, f"ACSPrevious misplaced: {where}"
-
-    # 6. lastTransitionTime never decreases, over every version the API server held.
-    seen: dict[str, str] = {}
-    for _, version in world.objects["P"].versions:
-        for condition in version.get("conditions") or []:
-            earlier = seen.get(condition["type"], "")
-            assert condition["lastTransitionTime"] >= earlier, f"lastTransitionTime went back: {where}"
-            seen[condition["type"]] = condition["lastTransitionTime"]
-
-    # 7. A rival promotion of the same secret waited, then ran on its own.
-    if world.rival_started:
-        q = world.objects["Q"].status
-        assert q.get("phase") == "Succeeded", f"rival: {q.get('phase')} {_reason(q)}"
-        assert world.placement().get(request.version_stage) == "v3"
 
 
 def _reason(status: Mapping[str, Any]) -> str | None:

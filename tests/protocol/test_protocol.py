@@ -16,7 +16,7 @@ DEFAULT = MODES[0]  # the emulator's documented defaults: auto ACSPrevious, labe
 STRICTEST = {"auto_previous": False, "label_held_elsewhere": "reject", "remove_mismatch": "reject"}
 LENIENT = {"auto_previous": True, "label_held_elsewhere": "move", "remove_mismatch": "ignore"}
 WITH_PRECONDITION, NO_PRECONDITION, IN_PLACE, CUSTOM_ATTACH, CUSTOM_REMOVE = SCENARIOS
-MOVE, CONFIRM = 2, 3  # await points of a first attempt: 0 read, 1 intent write, 2 the move, 3 read back
+MOVE, CONFIRM = 1, 3  # await points of a first attempt: 0 read, 1 the move (2 its intent write inside it), 3 read back
 
 
 def reason(status: dict[str, Any]) -> str:
@@ -61,14 +61,14 @@ async def test_2_request_id_unknown_is_said_not_invented() -> None:
 async def test_3_after_success_not_on_already_in_place() -> None:
     world, status = await run(IN_PLACE, DEFAULT, {})
     assert reason(status) == "AlreadyInPlace"
-    assert world.after_success_runs["P"] == 0
+    assert world.after_success_runs[("uid-P", 1)] == 0
     assert "afterSuccess" not in status
 
 
 async def test_3_after_success_at_most_once_across_a_crash() -> None:
     after_success = 4  # 0 read, 1 intent, 2 move, 3 read back, 4 the "Started" write... then the run
     world, status = await run(WITH_PRECONDITION, DEFAULT, {after_success + 1: "crash-after"})
-    assert world.after_success_runs["P"] == 1
+    assert world.after_success_runs[("uid-P", 1)] == 1
     assert [e["result"] for e in status["afterSuccess"]] == ["Interrupted"]
     assert (status["phase"], reason(status)) == ("Succeeded", "Promoted")
 
@@ -116,7 +116,7 @@ async def test_after_success_when_always_runs_once_even_in_place() -> None:
     )
     world = await run_schedule(always, DEFAULT, {})
     status = world.objects["P"].status
-    assert (reason(status), world.after_success_runs["P"]) == ("AlreadyInPlace", 1)
+    assert (reason(status), world.after_success_runs[("uid-P", 1)]) == ("AlreadyInPlace", 1)
     assert [e["result"] for e in status["afterSuccess"]] == ["Restarted"]
 
 

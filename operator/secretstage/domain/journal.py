@@ -13,10 +13,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from secretstage.domain.planning import describe_call
+from secretstage.domain.promotion import PromotionRequest
 
 
 class StaleStatus(Exception):
     """A status write was refused (HTTP 409): the object changed since the status it was built on."""
+
+
+class ObjectGone(Exception):
+    """The promotion no longer exists (HTTP 404 on a re-read): it was deleted."""
 
 
 class Answer(enum.Enum):
@@ -39,12 +44,31 @@ class MoveRecord:
     # not applied (yet): it may still land, and on a KMS that answers success for a move already in
     # place, it may be the one that moved the stage.
     earlier_unanswered: str | None = None
+    # When a read first showed KMS holding what this move asked, for a move whose answer never came:
+    # the request has landed (or another change put the stage there first); it cannot land later.
+    applied_seen: str | None = None
+    # When the ACSPrevious fix-up that follows this move was sent, until its answer (or a read) shows it
+    # landed: like the move, it could still land while no answer came.
+    previous_sent: str | None = None
 
     def received(self, request_id: str) -> MoveRecord:
         return replace(self, answer=Answer.RECEIVED, request_id=request_id)
 
     def lost(self) -> MoveRecord:
         return replace(self, answer=Answer.LOST) if self.answer is Answer.PENDING else self
+
+    def seen_applied(self, now: str) -> MoveRecord:
+        if self.answer is Answer.RECEIVED or self.applied_seen:
+            return self
+        return replace(self, applied_seen=now)
+
+    def may_still_land(self) -> list[str]:
+        """Send times of this move's requests that got no answer and were not seen applied: on a KMS
+        that ignores a stale RemoveFromVersion, each could still land, until its signature expires."""
+        times = [t for t in (self.earlier_unanswered, self.previous_sent) if t]
+        if self.answer is not Answer.RECEIVED and not self.applied_seen and self.sent_time:
+            times.append(self.sent_time)
+        return times
 
     def describe(self) -> str:
         return describe_call(self.version_stage, self.move_to_version, self.remove_from_version)
@@ -58,6 +82,8 @@ class MoveRecord:
             "sentTime": self.sent_time,
             "requestId": self.request_id,
             "earlierUnansweredTime": self.earlier_unanswered,
+            "appliedSeenTime": self.applied_seen,
+            "previousSentTime": self.previous_sent,
         }
 
     @classmethod
@@ -76,6 +102,8 @@ class MoveRecord:
             sent_time=str(raw.get("sentTime") or ""),
             request_id=raw.get("requestId") or None,
             earlier_unanswered=raw.get("earlierUnansweredTime") or None,
+            applied_seen=raw.get("appliedSeenTime") or None,
+            previous_sent=raw.get("previousSentTime") or None,
         )
 
 
@@ -102,6 +130,26 @@ def classify(move: MoveRecord, placement: Mapping[str, str]) -> MoveState:
     if holder == move.remove_from_version:
         return MoveState.NOT_APPLIED
     return MoveState.SUPERSEDED
+
+
+def not_this_specs(move: MoveRecord | None, request: PromotionRequest) -> str | None:
+    """Why a journaled move cannot have been written for this spec, or None when it can.
+
+    Every move the protocol journals is the spec's own call: its stage, its target version (or, for a
+    removal, the version it names). Anything else in ``status.move`` was not written by the operator
+    for this generation: a status edited by hand, restored from a backup, or written by another
+    controller. Resuming it would confirm (and report) a move nobody asked for.
+    """
+    if move is None:
+        return None
+    if move.version_stage != request.version_stage:
+        return f"its stage is {move.version_stage}, the spec's is {request.version_stage}"
+    if request.move_to_version is not None:
+        if move.move_to_version != request.move_to_version:
+            return f"it moves to {move.move_to_version or 'no version'}, the spec asks for {request.move_to_version}"
+    elif move.move_to_version is not None or move.remove_from_version != request.remove_from_version:
+        return f"it is not the removal from {request.remove_from_version} that the spec asks for"
+    return None
 
 
 STARTED = "Started"

@@ -47,6 +47,9 @@ LIST_PAGE_SIZE = 50
 NOT_BLINDLY_REPEATABLE = frozenset({"UpdateSecretVersionStage"})
 
 
+BeforeSend = Callable[[], Awaitable[None]]
+
+
 class CallObserver(Protocol):
     """Hook for metrics: called once per HTTP attempt."""
 
@@ -126,13 +129,17 @@ class KmsClient:
         *,
         move_to_version: str | None = None,
         remove_from_version: str | None = None,
+        before_send: BeforeSend | None = None,
     ) -> StageUpdate:
+        """``before_send`` runs right before each HTTP attempt leaves, after the waits for a
+        concurrency slot, a rate-limit token and credentials: the promotion protocol journals its
+        intent there, so that an edit or delete that lands during those waits stops the move."""
         params = {"SecretName": secret_name, "VersionStage": version_stage}
         if move_to_version:
             params["MoveToVersion"] = move_to_version
         if remove_from_version:
             params["RemoveFromVersion"] = remove_from_version
-        body = await self.call("UpdateSecretVersionStage", params)
+        body = await self.call("UpdateSecretVersionStage", params, before_send=before_send)
         return StageUpdate(secret_name=str(body.get("SecretName", secret_name)), request_id=_rid(body))
 
     async def describe_secret(self, secret_name: str) -> SecretInfo:
@@ -245,13 +252,15 @@ class KmsClient:
 
     # --- transport ----------------------------------------------------------------------------
 
-    async def call(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
+    async def call(
+        self, action: str, params: Mapping[str, str], *, before_send: BeforeSend | None = None
+    ) -> dict[str, Any]:
         """One logical call: attempts until success, a permanent error, or the retry budget is spent."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._attempt(action, params)
+                return await self._attempt(action, params, before_send)
             except KmsError as exc:
                 if not exc.retryable or attempt >= self.retry.max_attempts:
                     raise
@@ -269,16 +278,22 @@ class KmsClient:
                 )
                 await self._sleep(delay)
 
-    async def _attempt(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
+    async def _attempt(
+        self, action: str, params: Mapping[str, str], before_send: BeforeSend | None = None
+    ) -> dict[str, Any]:
         if self.gate is None:
-            return await self._send(action, params)
+            return await self._send(action, params, before_send)
         async with self.gate.slot(self.tenant):
-            return await self._send(action, params)
+            return await self._send(action, params, before_send)
 
-    async def _send(self, action: str, params: Mapping[str, str]) -> dict[str, Any]:
+    async def _send(
+        self, action: str, params: Mapping[str, str], before_send: BeforeSend | None = None
+    ) -> dict[str, Any]:
         if self.rate_limiter is not None:
             await self.rate_limiter.acquire(self.tenant)
         credentials = await self.credentials.get()
+        if before_send is not None:
+            await before_send()  # may raise: then nothing is sent
         body = signing.canonical_query(params.items()).encode()
         request = self._http.build_request(
             "POST",

@@ -45,6 +45,17 @@ def kms_endpoint(region: str, *, template: str = PUBLIC_TEMPLATE) -> str:
     return template.format(regionId=region)
 
 
+_GATEWAY_HOST = re.compile(r"^kms(?:-vpc)?\.([a-z]{2,4}(?:-[a-z0-9]+){1,3})\.aliyuncs\.com$")
+
+
+def region_of(endpoint: str) -> str | None:
+    """The region a KMS gateway URL serves (public ``kms.<region>`` or VPC ``kms-vpc.<region>``),
+    else None: for any other host (a dedicated instance, a proxy, the emulator) it is not known."""
+    host = (urlsplit(endpoint.strip()).hostname or "").lower().rstrip(".")
+    match = _GATEWAY_HOST.match(host)
+    return match.group(1) if match else None
+
+
 def normalize_endpoint(url: str, *, field: str = "endpoint") -> str:
     """Check an explicit endpoint URL and return it as ``scheme://host[:port]`` with no path or query."""
     parts = urlsplit(url.strip())

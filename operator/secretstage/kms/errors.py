@@ -49,15 +49,24 @@ def is_retryable(code: str, http_status: int) -> bool:
     return http_status in RETRYABLE_HTTP_STATUSES and not code.startswith(("Forbidden", "Invalid"))
 
 
+# Codes that say the service failed somewhere along the way, not that it refused: the change may
+# have been applied before the failure, whatever HTTP status carries the code (gateways have been
+# seen to wrap them in a 4xx, and an RPC answer can carry ``Code`` with HTTP 200).
+UNKNOWN_OUTCOME_CODES = RETRYABLE_CODES - REFUSED_CODES
+
+
 def may_have_been_applied(code: str, http_status: int) -> bool:
     """Whether a request answered with this error body may still have changed something.
 
-    A 4xx business error or a throttling refusal is KMS saying "not done". A 5xx (InternalFailure,
-    ServiceUnavailable) may come from a gateway that timed out waiting for a backend that went on
-    to apply the change: nothing in the docs says otherwise, so it counts as unknown.
+    A 4xx business error or a throttling refusal is KMS saying "not done". A 5xx, or an internal
+    failure code under any status (InternalFailure, ServiceUnavailable, UnknownError), may come from
+    a gateway that timed out waiting for a backend that went on to apply the change: nothing in the
+    docs says otherwise, so it counts as unknown.
     """
     if code in REFUSED_CODES or code.startswith("Throttling"):
         return False
+    if code in UNKNOWN_OUTCOME_CODES:
+        return True
     return http_status >= 500 or http_status == 0
 
 
