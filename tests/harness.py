@@ -87,6 +87,23 @@ class EmulatorProcess:
     def applied(self, action: str = "UpdateSecretVersionStage") -> int:
         return int(self.calls()["applied"].get(action, 0))
 
+    def calls_for(self, secret: str) -> dict[str, int]:
+        """Authenticated calls per action that named ``secret``: what this test's own secret saw."""
+        return dict(self.http.get("/_emulator/calls", params={"secret": secret}).json()["calls"])
+
+    def applied_for(self, secret: str, action: str = "UpdateSecretVersionStage") -> int:
+        return int(self.http.get("/_emulator/calls", params={"secret": secret}).json()["applied"].get(action, 0))
+
+    def wait_idle(self, timeout: float = 30) -> None:
+        """Until no request is inside the emulator: a killed operator's requests held by a latency fault
+        land (and are counted) before the next test starts, not during it."""
+        wait_for(
+            lambda: int(self.calls()["in_flight"]),
+            lambda n: n == 0,
+            timeout=timeout,
+            what="requests still inside the emulator to finish",
+        )
+
     def moves(self, secret: str | None = None, stage: str = "ACSCurrent") -> int:
         """Successful UpdateSecretVersionStage calls for ``stage`` (ACSPrevious fix-ups not counted)."""
         return sum(
@@ -136,6 +153,19 @@ class EmulatorProcess:
         asyncio.run(run())
         return name
 
+    def arn(self, name: str) -> str:
+        """The secret's ARN, as DescribeSecret gives it."""
+
+        async def run() -> str:
+            creds = StaticProvider(Credentials(E2E_KEY_ID, E2E_KEY_SECRET, E2E_TOKEN))
+            async with (
+                httpx.AsyncClient(verify=self.verify, timeout=10) as http,
+                KmsClient(endpoint=self.url, credentials=creds, http=http) as client,
+            ):
+                return (await client.describe_secret(name)).arn
+
+        return asyncio.run(run())
+
     def stop(self) -> None:
         self.http.close()
         self.process.stop()
@@ -151,10 +181,11 @@ class OperatorProcess:
         name: str = "operator",
         env: dict[str, str] | None = None,
         log_level: str = "DEBUG",
+        allow: str | None = None,  # an --endpoint-allow regex; by default the emulator's URL exactly
     ) -> None:
         self.workdir, self.kubeconfig, self.extra, self.name = workdir, kubeconfig, extra, name
         self.log_level = log_level
-        self.allow = re.escape(emulator_url)
+        self.allow = allow or re.escape(emulator_url)
         self.env = env or {}
         self.logs: list[Path] = []
         self.metrics_port = free_port()

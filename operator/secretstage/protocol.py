@@ -632,13 +632,13 @@ class Attempt:
     def _log_unwritten(self, why: str, outcome: Outcome) -> None:
         move = self.result.move
         log.warning(
-            "%s generation %d: %s; what this attempt did: %s: %s (move %s, RequestId %s, sent at %s)",
+            "%s generation %d: %s; what this attempt did: %s: %s (%s, RequestId %s, sent at %s)",
             self.who or "the promotion",
             self.generation,
             why,
             outcome.reason,
             outcome.message,
-            move.describe() if move else "none",
+            move.describe() if move else "no move",
             self.result.request_id or "unknown",
             move.sent_time if move else "-",
         )

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -19,6 +20,7 @@ from secretstage import aftersuccess, identities, kube, protocol
 from secretstage.config import Settings
 from secretstage.domain import outcome as outcomes
 from secretstage.domain.identity import IdentityProblem, role_arn_for
+from secretstage.domain.journal import Journal
 from secretstage.domain.outcome import AttemptResult
 from secretstage.domain.policy import endpoint_problem
 from secretstage.domain.promotion import InvalidPromotion, PromotionRequest, parse_spec
@@ -36,7 +38,7 @@ from secretstage.kms import (
     kms_endpoint,
     normalize_endpoint,
 )
-from secretstage.kubehttp import KubeHttp
+from secretstage.kubehttp import KubeHttp, path
 from secretstage.metrics import Metrics
 
 
@@ -224,6 +226,45 @@ async def prepare(
         user_agent=runtime.user_agent,
     )
     return request, client, protocol.secret_key(namespace, endpoint, request.secret_name, region)
+
+
+async def reserve_unlanded_moves(runtime: Runtime) -> int:
+    """At start-up, before any promotion runs: reserve the secret of every promotion whose journal shows
+    a move (or ACSPrevious fix-up) that got no answer and may still land (``protocol.reserve_unlanded``).
+    A restart forgets the reservations in memory; without this a rival could move the secret first
+    and be undone by the late request. One paginated LIST per watched namespace (or of all);
+    returns how many were reserved."""
+    scopes = [("namespaces", ns) for ns in runtime.settings.namespaces] or [("", "")]
+    reserved = 0
+    for segment, namespace in scopes:
+        base = path("apis", kube.GROUP, kube.VERSION, *((segment, namespace) if segment else ()), kube.PLURAL)
+        token = ""
+        while True:
+            query = urlencode({"limit": 500, **({"continue": token} if token else {})})
+            page = await runtime.kube.request(namespace or "-", "GET", f"{base}?{query}")
+            for obj in page.get("items") or []:
+                reserved += _reserve_from(runtime, obj)
+            token = str((page.get("metadata") or {}).get("continue") or "")
+            if not token:
+                break
+    return reserved
+
+
+def _reserve_from(runtime: Runtime, obj: Mapping[str, Any]) -> int:
+    status, meta = obj.get("status") or {}, obj.get("metadata") or {}
+    generation = status.get("observedGeneration")
+    journal = Journal.of(status, generation) if isinstance(generation, int) else Journal()
+    if journal.move is None or not journal.move.may_still_land():
+        return 0
+    try:
+        request = parse_spec(obj.get("spec") or {})
+        endpoint, region = _endpoint(request, runtime.settings)
+    except (InvalidPromotion, ConfigurationError):
+        return 0
+    namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+    key = protocol.secret_key(namespace, endpoint, request.secret_name, region)
+    protocol.reserve_unlanded(runtime.locks, key, str(meta.get("uid") or ""), f"{namespace}/{name}", status)
+    return 1 if runtime.locks.holder(key) is not None else 0
 
 
 def _after_success_runner(runtime: Runtime, request: PromotionRequest, namespace: str) -> protocol.AfterSuccessRunner:

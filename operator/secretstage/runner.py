@@ -9,10 +9,13 @@ import os
 import random
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from secretstage import __version__
 from secretstage.config import ConfigError, Settings, from_sources
+
+if TYPE_CHECKING:
+    from secretstage.reconcile import Runtime
 
 log = logging.getLogger("secretstage.runner")
 
@@ -195,6 +198,28 @@ def _load_kube_config() -> Any:
     return client.ApiClient(configuration)
 
 
+async def _reserve_unlanded_moves(runtime: Runtime) -> None:
+    """Before kopf starts: the secrets of promotions with a request that may still land stay theirs."""
+    from secretstage import reconcile
+
+    for delay in (1.0, 2.0, 4.0, None):
+        try:
+            reserved = await reconcile.reserve_unlanded_moves(runtime)
+        except Exception as exc:  # the API server not reachable yet: try again, then go on and say so
+            if delay is None:
+                log.warning(
+                    "could not list promotions at start-up (%s): a promotion whose move got no answer before the "
+                    "restart is not protected from a rival of the same secret until it runs again",
+                    type(exc).__name__,
+                )
+                return
+            await asyncio.sleep(delay)
+            continue
+        if reserved:
+            log.info("%d secret(s) reserved at start-up: a move sent before the restart may still land", reserved)
+        return
+
+
 async def _standby_health(port: int) -> Any:
     """Answer liveness probes while waiting for the Lease (kopf's endpoint starts with kopf)."""
     from aiohttp import web
@@ -313,6 +338,7 @@ async def _operate(settings: Settings, api: Any) -> int:
             await elector.acquire()
             if standby is not None:
                 await standby.cleanup()
+        await _reserve_unlanded_moves(runtime)
         stop = asyncio.Event()
         operator = asyncio.create_task(
             kopf.operator(

@@ -247,7 +247,7 @@ def test_rollback_and_retry_commands(
     assert undo["spec"]["precondition"] == {"currentVersion": "v2"}
     assert undo["metadata"]["labels"] == {"secretstage.io/rollback-of": "go-live"}
     assert emulator.placement(secret) == {"v1": ["ACSCurrent"], "v2": ["ACSPrevious"]}
-    applied = emulator.applied()
+    applied = emulator.applied_for(secret)
     again = subprocess.run(
         [*cmd, "rollback", "go-live", "-n", ns, "--new-name", "undo2"],
         capture_output=True,
@@ -260,7 +260,7 @@ def test_rollback_and_retry_commands(
     # rolling back twice is idempotent: the asked placement already holds, nothing is sent
     twice = promotions.wait_phase(ns, "undo2", "Succeeded")
     assert condition(twice, "Succeeded")["reason"] == "AlreadyInPlace"
-    assert emulator.applied() == applied
+    assert emulator.applied_for(secret) == applied
 
     missing = f"ex/{uuid.uuid4().hex[:6]}"
     promotions.create(

@@ -210,9 +210,15 @@ async def test_second_promotion_of_a_secret_waits_visibly(
     kms.emulator.faults = {"UpdateSecretVersionStage": Faults(latency_ms=500)}
     first = objects.create("first", seeded, moveToVersion="v2")
     second = objects.create("second", seeded, moveToVersion="v1")
-    results = await asyncio.gather(handle(runtime, first), handle(runtime, second), return_exceptions=True)
-    assert not isinstance(results[0], BaseException), results[0]
-    assert isinstance(results[1], kopf.TemporaryError), results[1]
+    running = asyncio.create_task(handle(runtime, first))
+    # The second starts only once the first holds the secret (its move journaled), not by luck of scheduling.
+    deadline = asyncio.get_running_loop().time() + 30
+    while (objects.get("first").get("status") or {}).get("move") is None:
+        assert asyncio.get_running_loop().time() < deadline, f"first never journaled its move: {objects.get('first')}"
+        await asyncio.sleep(0.05)
+    with pytest.raises(kopf.TemporaryError, match="WaitingForSecret"):
+        await handle(runtime, second)
+    await running
     waiting = objects.get("second")
     assert (waiting["status"]["phase"], reason(waiting)) == ("Pending", "WaitingForSecret")
     assert f"{objects.namespace}/first" in waiting["status"]["conditions"][0]["message"]

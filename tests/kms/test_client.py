@@ -341,3 +341,15 @@ async def test_fenced_client_sends_nothing(
     assert len(kms.emulator.last_request_ts) == arrivals  # not one request reached KMS
     reasons[0] = None
     await client.update_secret_version_stage(seeded, "ACSCurrent", move_to_version="v2", remove_from_version="v1")
+
+
+@pytest.mark.parametrize(
+    ("code", "http_status"), [("InternalFailure", 400), ("InternalFailure", 200), ("UnknownError", 404)]
+)
+def test_an_internal_failure_under_any_status_may_hide_an_applied_move(code: str, http_status: int) -> None:
+    """A gateway can wrap a backend failure in a 4xx, and an RPC answer can carry Code with HTTP 200:
+    the code says the service failed along the way, so the move may have landed and is never re-sent."""
+    err = KmsApiError(code=code, message="x", http_status=http_status)
+    assert (err.retryable, err.maybe_applied) == (True, True)
+    throttled = KmsApiError(code="Throttling", message="x", http_status=400)
+    assert (throttled.retryable, throttled.maybe_applied) == (True, False)  # refused at the gate: not applied

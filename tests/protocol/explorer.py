@@ -75,7 +75,8 @@ KMS_MOVE_FAULTS = (
     "unavailable-503",
     *EDGE_FAULTS,
 )
-WRITE_FAULTS = ("crash", "crash-after", "conflict", *EDGE_FAULTS)
+# "answer-lost": the write lands, its answer does not; the store's own retry then meets a conflict.
+WRITE_FAULTS = ("crash", "crash-after", "conflict", "answer-lost", *EDGE_FAULTS)
 AFTER_SUCCESS_FAULTS = ("crash", "crash-after", *EDGE_FAULTS)
 FAULTS_BY_KIND = {
     "kms.read": KMS_READ_FAULTS,
@@ -207,16 +208,16 @@ class ApiObject:
     rv: int
     generation: int = 1
     status: dict[str, Any] = field(default_factory=dict)
-    # (resourceVersion, status, generation, writer): writer is the uid of the attempt that wrote it, or
-    # "api" (created, edited), "hand" (another writer)
-    versions: list[tuple[int, dict[str, Any], int, str]] = field(default_factory=list)
+    # (resourceVersion, status, generation, writer, spec): writer is the uid of the attempt that wrote
+    # it, or "api" (created, edited), "hand" (another writer)
+    versions: list[tuple[int, dict[str, Any], int, str, PromotionRequest]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.versions.append((self.rv, dict(self.status), self.generation, "api"))
+        self.versions.append((self.rv, dict(self.status), self.generation, "api", self.request))
 
     def bump(self, rv: int, writer: str) -> None:
         self.rv = rv
-        self.versions.append((rv, dict(self.status), self.generation, writer))
+        self.versions.append((rv, dict(self.status), self.generation, writer, self.request))
 
 
 @dataclass
@@ -374,7 +375,6 @@ class World:
         seen: tuple[str, int, dict[str, Any]] | None = None
         if (obj := self.objects.get("P")) is not None:
             seen = (obj.uid, obj.generation, obj.status)
-        main = step == self.scenario.request.version_stage
         if (
             actor == "P"
             and step == "afterSuccess"
@@ -452,7 +452,8 @@ class World:
             if obj.name != "P":
                 continue
             current = self.objects.get("P")
-            for rv, status, generation, _ in obj.versions:
+            tried: list[tuple[int, Journal, PromotionRequest]] = []  # what an attempt acts on: one copy of each
+            for rv, status, generation, _, spec in obj.versions:
                 if status.get("phase") in FINAL and status.get("observedGeneration") == generation:
                     continue  # kopf's filter: a final generation is never offered to the handler
                 journal = Journal.of(status, generation)
@@ -463,13 +464,14 @@ class World:
                     and (generation == current.generation or journal.move is not None)
                 ):
                     continue  # the journal the API server holds: a fresh attempt (or a completion), not a stale one
+                if (generation, journal, spec) in tried:
+                    continue
+                tried.append((generation, journal, spec))
                 applied_before, state_before, writes_before = len(self.applied), self.placement(), self.rv
                 runs_before = Counter(self.after_success_runs)
                 view = StatusView(self, "P", rv, dict(status), obj.uid, generation, "stale")
-                try:
-                    await self.run_attempt(view, obj.request, "stale", self.started_process(), number=1)
-                except (protocol.AttemptAborted, Crash):
-                    pass
+                with contextlib.suppress(protocol.AttemptAborted, Crash):
+                    await self.run_attempt(view, spec, "stale", self.started_process(), number=1)
                 if len(self.applied) != applied_before or self.placement() != state_before:
                     self.violations.append(f"a stale copy (rv {rv}, generation {generation}) moved KMS at {when}")
                 if self.rv != writes_before and any(v[3] == obj.uid for v in self._versions_since(writes_before)):
@@ -477,7 +479,7 @@ class World:
                 if self.after_success_runs != runs_before:
                     self.violations.append(f"a stale copy (rv {rv}) ran afterSuccess at {when}")
 
-    def _versions_since(self, rv: int) -> list[tuple[int, dict[str, Any], int, str]]:
+    def _versions_since(self, rv: int) -> list[tuple[int, dict[str, Any], int, str, PromotionRequest]]:
         return [v for o in [*self.gone, *self.objects.values()] for v in o.versions if v[0] > rv]
 
     async def replica_takes_over(self) -> None:
@@ -527,6 +529,8 @@ class World:
         try:
             result = await self.run_attempt(view, obj.request, name, self.locks, number=number)
         except protocol.AttemptAborted:
+            if view.final_landed:  # then the handler would post no Event for what the status now says
+                self.violations.append(f"{name}'s final status landed, but its attempt was reported aborted")
             return None
         except Crash:
             self.restart()
@@ -649,7 +653,7 @@ class ModelKms(KmsClient):
         rid = world.request_id()
         if any(self.sends):
             world.violations.append(
-                f"UpdateSecretVersionStage re-sent blindly at point {here} after an answer that may hide an applied move"
+                f"UpdateSecretVersionStage re-sent blindly at point {here} after an answer that may hide a move"
             )
         if fault == "throttle":
             self.sends.append(False)
@@ -736,6 +740,7 @@ class StatusView:
     ) -> None:
         self.world, self.name, self.rv, self._status, self.who = world, name, rv, status, who
         self._uid, self._generation = uid, generation
+        self.final_landed = False  # a final status written by this attempt landed
 
     @property
     def status(self) -> Mapping[str, Any]:
@@ -761,12 +766,16 @@ class StatusView:
             raise StaleStatus()  # a resourceVersion is global: a re-created object never matches
         obj.status = merge(obj.status, status)
         obj.bump(world.next_rv(), self._uid)
-        self.rv, self._status = obj.rv, dict(obj.status)
         if self.who == "P":
             world.writes.append(len(world.points) - 1)
+        if status.get("phase") in FINAL:
+            self.final_landed = True
         if fault == "crash-after":
             world.crashes.setdefault(self.who, []).append(len(world.points) - 1)
             raise Crash("crash after a status write")
+        if fault == "answer-lost":
+            raise StaleStatus()  # the retry of a write that landed: the resourceVersion moved on
+        self.rv, self._status = obj.rv, dict(obj.status)
 
     async def refresh(self) -> Mapping[str, Any]:
         await self.world.point("status.refresh", self.who)
@@ -852,7 +861,7 @@ def _check_transition_times(world: World) -> None:
     """lastTransitionTime never decreases, over every version the API server held of one object."""
     for obj in [*world.gone, *world.objects.values()]:
         seen: dict[str, str] = {}
-        for _, version, _, _ in obj.versions:
+        for _, version, _, _, _ in obj.versions:
             for condition in version.get("conditions") or []:
                 earlier = seen.get(condition["type"], "")
                 assert condition["lastTransitionTime"] >= earlier, f"lastTransitionTime went back on {obj.uid}"
@@ -868,7 +877,8 @@ def _check_edge(world: World, scenario: Scenario, kind: str, at: int) -> None:
     if kind == "delete":
         assert obj is None, where
         return
-    assert obj is not None and _final(obj), f"not final: {where}"
+    assert obj is not None, where
+    assert _final(obj), f"not final: {where}"
     status = obj.status
     if kind == "hand-edit":
         # A journal the operator did not write is never acted on: the promotion says so.
@@ -880,7 +890,7 @@ def _check_edge(world: World, scenario: Scenario, kind: str, at: int) -> None:
     assert (status.get("phase"), status.get("observedGeneration")) == ("Succeeded", obj.generation), where
     assert final_placement.get(stage) == "v3", f"the new spec is not what KMS shows: {where}"
     if kind == "recreate":
-        foreign_writers = {w for _, _, _, w in obj.versions} - {"api", obj.uid}
+        foreign_writers = {w for _, _, _, w, _ in obj.versions} - {"api", obj.uid}
         assert not foreign_writers, f"the re-created object was written by {foreign_writers}: {where}"
     if stage == ACS_CURRENT:
         moves = [m for m in world.applied if m.stage == stage and m.effective]

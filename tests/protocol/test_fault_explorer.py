@@ -15,7 +15,18 @@ from tests.protocol.explorer import FAULTS_BY_KIND, MODES, SCENARIOS, Scenario, 
 
 EXPLORED: Counter[str] = Counter()
 ALL_FAULTS = sorted({f for faults in FAULTS_BY_KIND.values() for f in faults})
-PAIR_FAULTS = ("crash", "crash-after", "lost-after", "throttle", "foreign", "late", "later", "rival", "edit", "recreate")
+PAIR_FAULTS = (
+    "crash",
+    "crash-after",
+    "lost-after",
+    "throttle",
+    "foreign",
+    "late",
+    "later",
+    "rival",
+    "edit",
+    "recreate",
+)
 PAIR_MODES = MODES
 
 

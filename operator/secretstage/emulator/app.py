@@ -112,6 +112,11 @@ class Emulator:
         self.calls: Counter[str] = Counter()  # authenticated calls per action, whatever the outcome
         self.applied: Counter[str] = Counter()  # successful mutating calls per action
         self.history: list[dict[str, Any]] = []  # one entry per authenticated call (no secret values)
+        # Per secret (as the request named it): calls and successful mutating calls per action. Tests
+        # that share one emulator count only what their own secrets saw, never the global counters.
+        self.calls_by_secret: dict[str, Counter[str]] = {}
+        self.applied_by_secret: dict[str, Counter[str]] = {}
+        self.in_flight = 0  # requests received and not yet answered (some wait out a latency fault)
         self.sts_exchanges = 0
         self.last_request_ts: list[float] = []  # monotonic arrival times, for rate-limit tests
         # None: no identity configuration, AssumeRoleWithOIDC takes any well-formed JWT and its
@@ -156,6 +161,21 @@ class Emulator:
         version = request.headers.get("x-acs-version") or params.get("Version", "")
         self.last_request_ts.append(time.monotonic())
         del self.last_request_ts[:-10000]
+        self.in_flight += 1
+        try:
+            return await self._handle(request, request_id, raw_body, params, action, version)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(
+        self,
+        request: web.Request,
+        request_id: str,
+        raw_body: bytes,
+        params: dict[str, str],
+        action: str,
+        version: str,
+    ) -> web.StreamResponse:
         try:
             faults = self.faults.get(action) or self.faults.get("*") or Faults()
             await self._delay(faults)
@@ -180,6 +200,9 @@ class Emulator:
                 )
             access_key_id = self.authenticate(request, params, raw_body)
             self.calls[action] += 1
+            secret = params.get("SecretName")
+            if secret:
+                self.calls_by_secret.setdefault(secret, Counter())[action] += 1
             entry: dict[str, Any] = {
                 "action": action,
                 "request_id": request_id,
@@ -203,6 +226,8 @@ class Emulator:
             entry["code"] = "Success"
             if action in MUTATING:
                 self.applied[action] += 1
+                if secret:
+                    self.applied_by_secret.setdefault(secret, Counter())[action] += 1
                 self._persist()
             if self.rng.random() < faults.drop_after:
                 return await self._drop(request)
@@ -560,6 +585,15 @@ class Emulator:
         return web.json_response({k: asdict(v) for k, v in self.faults.items()})
 
     async def admin_calls(self, request: web.Request) -> web.Response:
+        secret = request.query.get("secret")
+        if secret is not None:  # one secret's counters (as requests named it)
+            return web.json_response(
+                {
+                    "calls": dict(self.calls_by_secret.get(secret, {})),
+                    "applied": dict(self.applied_by_secret.get(secret, {})),
+                    "in_flight": self.in_flight,
+                }
+            )
         return web.json_response(
             {
                 "calls": dict(self.calls),
@@ -567,6 +601,7 @@ class Emulator:
                 "sts_exchanges": self.sts_exchanges,
                 "history": self.history[-1000:],
                 "arrivals": self.last_request_ts[-10000:],
+                "in_flight": self.in_flight,
             }
         )
 
@@ -574,6 +609,8 @@ class Emulator:
         self.calls.clear()
         self.applied.clear()
         self.history.clear()
+        self.calls_by_secret.clear()
+        self.applied_by_secret.clear()
         self.sts_exchanges = 0
         return web.json_response({})
 
