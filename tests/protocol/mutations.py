@@ -30,6 +30,7 @@ class Mutation:
     file: str  # under operator/secretstage
     old: str
     new: str
+    more: tuple[tuple[str, str, str], ...] = ()  # (file, old, new): where one guard stands in two places
 
 
 MUTATIONS = [
@@ -92,10 +93,12 @@ MUTATIONS = [
     ),
     Mutation(
         "fixup-not-tracked",
-        "an ACSPrevious fix-up that got no answer is not held as a request that may still land",
+        "an ACSPrevious fix-up that got no answer is not held as a request that may still land (in memory, "
+        "nor in the journal)",
         "domain/journal.py",
         "        times = [t for t in (self.earlier_unanswered, self.previous_sent) if t]",
         "        times = [t for t in (self.earlier_unanswered,) if t]",
+        (("protocol.py", '            self.may_land.add(self.result.move.previous_sent or "")', "            pass"),),
     ),
     Mutation(
         "no-start-up-reservation",
@@ -120,11 +123,12 @@ def run(mutation: Mutation) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "operator"
         shutil.copytree(ROOT / "operator", copy)
-        target = copy / "secretstage" / mutation.file
-        source = target.read_text()
-        if source.count(mutation.old) != 1:
-            raise SystemExit(f"{mutation.name}: the code to mutate is not found once in {mutation.file}; update it")
-        target.write_text(source.replace(mutation.old, mutation.new))
+        for file, old, new in ((mutation.file, mutation.old, mutation.new), *mutation.more):
+            target = copy / "secretstage" / file
+            source = target.read_text()
+            if source.count(old) != 1:
+                raise SystemExit(f"{mutation.name}: the code to mutate is not found once in {file}; update it")
+            target.write_text(source.replace(old, new))
         env = {**os.environ, "PYTHONPATH": f"{copy}{os.pathsep}{ROOT}"}
         for suite in (EXPLORER, SCHEDULES):
             done = subprocess.run(
