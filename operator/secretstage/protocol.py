@@ -311,7 +311,7 @@ class Attempt:
                     )
                 finally:
                     # Even when aborted: a request that got no answer may land after this attempt.
-                    self.locks.reserve(self.key, self.owner, self.who, max(self.may_land, default=None))
+                    self.locks.reserve(self.key, self.owner, self.who, max(filter(None, self.may_land), default=None))
             await self._write(self.result.outcome)
         return self.result
 
@@ -523,7 +523,8 @@ class Attempt:
             assert self.result.move is not None
             self.result.move = replace(self.result.move, previous_sent=self.now())
             await self._write(Outcome(Kind.RETRY, "SettingPrevious", f"{fix.describe()}: calling KMS"))
-            self.may_land.add(self.result.move.previous_sent or "")
+            if self.result.move.previous_sent:
+                self.may_land.add(self.result.move.previous_sent)
 
         try:
             await self._update(fix, before_send=journal_move)

@@ -66,7 +66,7 @@ MUTATIONS = [
         "no-reservation",
         "the secret is released while a request of the promotion may still land (case 5)",
         "protocol.py",
-        "self.locks.reserve(self.key, self.owner, self.who, max(self.may_land, default=None))",
+        "self.locks.reserve(self.key, self.owner, self.who, max(filter(None, self.may_land), default=None))",
         "self.locks.reserve(self.key, self.owner, self.who, None)",
     ),
     Mutation(
@@ -98,7 +98,7 @@ MUTATIONS = [
         "domain/journal.py",
         "        times = [t for t in (self.earlier_unanswered, self.previous_sent) if t]",
         "        times = [t for t in (self.earlier_unanswered,) if t]",
-        (("protocol.py", '            self.may_land.add(self.result.move.previous_sent or "")', "            pass"),),
+        (("protocol.py", "                self.may_land.add(self.result.move.previous_sent)", "                pass"),),
     ),
     Mutation(
         "no-start-up-reservation",
