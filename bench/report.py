@@ -65,6 +65,51 @@ def _seconds(value: float | None, timeout: float = 120) -> str:
     return f"not done after {timeout:.0f} s" if value is None else f"{value:.2f} s"
 
 
+BACKLOG_HEADER = (
+    "| waiting | operator | RSS idle | RSS peak while created | RSS all waiting | queued | drained/s | "
+    "rate allows/s | ratio | RSS peak draining | RSS all done |\n|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _backlog(r: dict[str, Any]) -> str:
+    sizes = sorted({int(k.split("_")[1]) for k in r if k.startswith("backlog_") and k.endswith("_ours_rss_peak_mib")})
+    if not sizes:
+        return ""
+    rows = []
+    for n in sizes:
+        for kind in ("ours", "before"):
+            k = f"backlog_{n}_{kind}_"
+            if k + "rss_peak_mib" not in r:
+                continue
+            label = "this version" if kind == "ours" else f"before ({r.get('before_revision', '?')})"
+            rows.append(
+                f"| {n:,} | {label} | {r[k + 'rss_idle_mib']} | {r[k + 'rss_peak_mib']} | {r[k + 'rss_waiting_mib']} | "
+                f"{r[k + 'queued']:g} | {r[k + 'drain_per_s']} | {r[k + 'drain_limit_per_s']} | "
+                f"{r[k + 'drain_vs_limit']} | {r[k + 'drain_rss_peak_mib']} | {r[k + 'rss_done_mib']} |"
+            )
+    small, big = sizes[0], sizes[-1]
+    peak = max(r[f"backlog_{n}_ours_rss_peak_mib"] for n in sizes)
+    flat = (r[f"backlog_{big}_ours_rss_peak_mib"] / r[f"backlog_{small}_ours_rss_peak_mib"] - 1) * 100
+    worst = min(r[f"backlog_{n}_ours_drain_vs_limit"] for n in sizes)
+    return f"""## Memory under a backlog (issue 21)
+
+Promotions created at once (8 threads) while the operator's KMS rate lets almost none through (0.2
+requests/s): RSS idle, at its peak while they arrive, and once the operator is quiet with all of
+them waiting ("queued": how many then showed Pending/Queued). Then a fresh operator drains them at
+{r.get("backlog_rate", 40)} KMS requests/s, burst 1: promotions per second against what that rate
+allows (rate / the KMS requests per promotion the emulator counted), its RSS peak while draining,
+and RSS once all are done. MiB.
+
+{BACKLOG_HEADER}
+{chr(10).join(rows)}
+
+Targets: RSS flat from {small:,} to {big:,} waiting within 20 %: {flat:+.1f} % {_met(abs(flat) <= 20)};
+peak under 150 MiB: {peak} MiB {_met(peak < 150)}; throughput within 10 % of the rate's limit: worst
+ratio {worst} {_met(worst >= 0.9)}. The chart's memory request and limit (values.yaml) come from this table.
+
+"""
+
+
 def _fairness(r: dict[str, Any]) -> str:
     if "fairness_behind_s" not in r:
         return ""
@@ -436,7 +481,7 @@ done), {r.get("soak_rss_end_mib", "?")} MiB at the end, {r.get("soak_rss_max_mib
 
 {_why(r)}
 
-{_before(r)}{_fairness(r)}
+{_before(r)}{_backlog(r)}{_fairness(r)}
 Raw numbers: `bench/results/latest.json`.
 """
     (DOCS / "benchmarks.md").write_text(text)

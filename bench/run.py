@@ -36,7 +36,8 @@ from secretstage.kms import Credentials, KmsClient, StaticProvider
 
 RESULTS = ROOT / "bench" / "results"
 FAIRNESS_TIMEOUT = 120.0
-SCENARIOS = ("fairness", "latency", "cost", "startup", "scaling", "soak")
+SCENARIOS = ("fairness", "latency", "cost", "startup", "scaling", "soak", "backlog")
+BACKLOG_RATE = 40.0  # KMS requests/s while a backlog drains: the shared gateway's quota per account and region
 KMS_CONCURRENCY = 20  # the operator's default --kms-max-concurrency: the yardsticks' promotions in flight
 
 
@@ -367,6 +368,100 @@ class Bench:
             raise RuntimeError(f"{len(watcher.failed)} promotions failed, e.g. {list(watcher.failed.items())[:2]}")
         return {"per_s": count / elapsed, "rss_idle_mib": idle, "rss_peak_mib": peak, "rss_after_mib": after}
 
+    def backlog(self, count: int, kind: str = "ours") -> dict[str, float]:
+        """``count`` promotions created at once while the operator's KMS rate lets almost none through
+        (0.2 requests/s): RSS idle, at its peak while they arrive, and once all of them wait queued.
+        Then a second operator drains them at BACKLOG_RATE: its throughput against what that rate
+        allows (rate / KMS requests per promotion, counted by the emulator), and RSS with all done."""
+        ns, names = self.fresh(f"backlog-{count}-{kind}", count)
+        source = self.before if kind == "before" else None
+        op = operator(
+            self.plane,
+            self.url,
+            ns,
+            f"backlog-{count}-{kind}",
+            "--kms-rate-limit",
+            "0.2",
+            "--kms-burst",
+            "1",
+            source=source,
+        )
+        idle = peak = op.rss_mib()
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                futures = [pool.submit(self.plane.create, ns, f"p{i}", spec(self.url, names[i])) for i in range(count)]
+                while not all(f.done() for f in futures):
+                    peak = max(peak, op.rss_mib())
+                    time.sleep(0.1)
+                for f in futures:
+                    f.result()
+            # every one seen and announced (or, before issue 21, taken by a handler): until the operator is quiet
+            settle(op, quiet_ms=50, timeout=600)
+            peak = max(peak, op.rss_mib())
+            waiting = op.rss_mib()
+        finally:
+            op.stop()
+        statuses = Counter(
+            str((o.get("status") or {}).get("phase"))
+            + "/"
+            + str(
+                next(
+                    (
+                        c.get("reason")
+                        for c in (o.get("status") or {}).get("conditions") or []
+                        if c.get("type") == "Succeeded"
+                    ),
+                    None,
+                )
+            )
+            for o in self.plane.http.get(self.plane.path(ns)).json()["items"]
+        )
+        # drain: a fresh operator at a realistic rate; its throughput against the rate's limit
+        self.emu_http.post("/_emulator/reset")
+        watcher = Watcher(self.plane, ns)
+        drain = operator(
+            self.plane,
+            self.url,
+            ns,
+            f"drain-{count}-{kind}",
+            "--kms-rate-limit",
+            f"{BACKLOG_RATE:g}",
+            "--kms-burst",
+            "1",
+            source=source,
+        )
+        started = time.monotonic()
+        drain_peak = drain.rss_mib()
+        try:
+            while len(watcher.done) < count:
+                drain_peak = max(drain_peak, drain.rss_mib())
+                if time.monotonic() - started > 3600:
+                    raise TimeoutError(f"backlog {count}: {len(watcher.done)} done after an hour")
+                time.sleep(0.2)
+            elapsed = max(watcher.done.values()) - started
+            settle(drain)
+            done_rss = drain.rss_mib()
+        finally:
+            watcher.stop()
+            drain.stop()
+        if watcher.failed:
+            raise RuntimeError(f"backlog: {len(watcher.failed)} failed, e.g. {list(watcher.failed.items())[:2]}")
+        kms = sum(self.emu_http.get("/_emulator/calls").json()["calls"].values())
+        per_promotion = kms / count
+        limit = BACKLOG_RATE / per_promotion
+        return {
+            "rss_idle_mib": idle,
+            "rss_peak_mib": peak,
+            "rss_waiting_mib": waiting,
+            "queued": statuses.get("Pending/Queued", 0),
+            "drain_per_s": count / elapsed,
+            "drain_limit_per_s": limit,
+            "drain_vs_limit": count / elapsed / limit,
+            "kms_per_promotion": per_promotion,
+            "drain_rss_peak_mib": drain_peak,
+            "rss_done_mib": done_rss,
+        }
+
     def fairness(self, stuck: int, label: str = "", source: Path | None = None) -> dict[str, float | None]:
         """One namespace's promotion, alone and then behind ``stuck`` promotions of another namespace that
         retry for ever (their credentials Secret does not exist), at a production-like KMS rate
@@ -511,6 +606,14 @@ def main() -> int:
                 s = bench.throughput(n, f"scale-{n}")
                 for key, value in s.items():
                     r[f"scale_{n}_{key}"] = round(value, 2)
+        if "backlog" in chosen:
+            for n in (300, 1000) if args.quick else (1000, 5000, 10000):
+                for kind in ("ours", "before") if before and n <= 5000 else ("ours",):
+                    step(f"backlog: {n} at once, waiting; then drained at {BACKLOG_RATE:g} KMS requests/s ({kind})")
+                    b = bench.backlog(n, kind)
+                    r["backlog_rate"] = BACKLOG_RATE
+                    for key, value in b.items():
+                        r[f"backlog_{n}_{kind}_{key}"] = round(value, 2)
         if "soak" in chosen:
             total = 1000 if args.quick else 10000
             step(f"soak: {total} promotions created and deleted")

@@ -94,6 +94,11 @@ class EmulatorProcess:
     def applied_for(self, secret: str, action: str = "UpdateSecretVersionStage") -> int:
         return int(self.http.get("/_emulator/calls", params={"secret": secret}).json()["applied"].get(action, 0))
 
+    def moves_for(self, secret: str, stage: str = "ACSCurrent") -> int:
+        """Applied UpdateSecretVersionStage calls of ``stage`` for ``secret`` (ACSPrevious fix-ups apart)."""
+        answer = self.http.get("/_emulator/calls", params={"secret": secret}).json()
+        return int(answer["moves"].get(stage, 0))
+
     def wait_idle(self, timeout: float = 30) -> None:
         """Until no request is inside the emulator: a killed operator's requests held by a latency fault
         land (and are counted) before the next test starts, not during it."""

@@ -1,22 +1,48 @@
-"""The handler's filter: a generation this process just finished is not started again from the stale
-body kopf may still hold (its intent-write event), and the record goes once kopf shows it final. Only
-bodies this process wrote are skipped: a status someone else changed runs, as after a restart."""
+"""What a watch event queues (``Workers.offer``): a generation this process just finished is not
+queued again from a late event of its own intent write, and the record goes once the final status
+comes back. Only bodies this process wrote are skipped: a status someone else changed runs, as after
+a restart. A new object with an empty status is announced as Queued; one with a status is not."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import asyncio
+from typing import Any, cast
 
-import kopf
+from secretstage.reconcile import RecentlyFinished, Runtime
+from secretstage.workers import Workers
 
-from secretstage.handlers import _not_done
-from secretstage.reconcile import RecentlyFinished
+
+class _Runtime:
+    """The one thing ``offer`` reads of the runtime."""
+
+    def __init__(self, finished: RecentlyFinished) -> None:
+        self.finished = finished
 
 
 def offered(finished: RecentlyFinished, generation: int, status: dict[str, object], rv: str = "11") -> bool:
-    memo = SimpleNamespace(runtime=SimpleNamespace(finished=finished))
-    body = {"metadata": {"uid": "u1", "generation": generation, "resourceVersion": rv}}
-    meta = kopf.Meta(kopf.Body(body))
-    return _not_done(status=kopf.Status(kopf.Body({"status": status})), meta=meta, uid="u1", memo=memo)
+    async def offer() -> bool:
+        workers = Workers(cast(Runtime, _Runtime(finished)))
+        workers.offer("MODIFIED", "ns", "p", "u1", generation, rv, status)
+        return workers.queue.is_ready(("ns", "p"))
+
+    return asyncio.run(offer())
+
+
+def announced(status: dict[str, Any]) -> int:
+    async def offer() -> int:
+        workers = Workers(cast(Runtime, _Runtime(RecentlyFinished())))
+        workers.offer(None, "ns", "p", "u1", 1, "7", status)
+        workers.offer("MODIFIED", "ns", "p", "u1", 1, "8", status)  # twice: announced once
+        return len(workers._announcements)
+
+    return asyncio.run(offer())
+
+
+def test_only_a_generation_without_any_status_is_announced_as_queued() -> None:
+    assert announced({}) == 1
+    # an earlier generation's status (its journal) is never overwritten by a Queued one
+    assert announced({"phase": "Succeeded", "observedGeneration": 0}) == 0
+    assert announced({"phase": "InProgress", "observedGeneration": 1}) == 0
 
 
 def test_a_stale_body_of_a_generation_just_finished_is_not_offered_again() -> None:

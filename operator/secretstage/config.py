@@ -55,6 +55,9 @@ class Settings:
     #: Free slots and rate-limit tokens go round robin to the namespaces that are waiting.
     kms_max_concurrency: int = 20
     kms_max_concurrency_per_namespace: int = 0
+    #: Promotions worked on at once (each holds its object and an attempt); the others wait as keys in
+    #: a fair queue and cost no memory of their own (workqueue.py).
+    workers: int = 20
     #: Extra CA certificates (PEM) trusted for KMS and STS endpoints, besides the public CAs.
     kms_ca_file: str | None = None
 
@@ -165,6 +168,7 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
         kms_max_concurrency=int(
             number("kms_max_concurrency", "KMS_MAX_CONCURRENCY", int, defaults.kms_max_concurrency, 1)
         ),
+        workers=int(number("workers", "WORKERS", int, defaults.workers, 1)),
         kms_max_concurrency_per_namespace=int(
             number(
                 "kms_max_concurrency_per_namespace",

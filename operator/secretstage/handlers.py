@@ -1,55 +1,34 @@
-"""kopf handlers: read the object, run one reconcile attempt, write status and events. Nothing else."""
+"""kopf handlers: the operator's settings for kopf, login, and the watch events that feed the work queue."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import os
 from typing import Any
 
 import kopf
 
-from secretstage import reconcile as reconciling
-from secretstage.bookkeeping import PREFIX, StatusDerivedDiffBase, UnmarkedAnnotationsProgress
-from secretstage.domain.outcome import Kind
-from secretstage.domain.status import is_done
-from secretstage.kube import StatusWriteFailed
-from secretstage.protocol import Abort, AttemptAborted
-
 GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
 registry = kopf.OperatorRegistry()
 
 
-def _not_done(status: kopf.Status, meta: kopf.Meta, uid: str | None, memo: Any, **_: Any) -> bool:
-    """This generation is not final: neither in the body kopf has, nor just now by this process."""
-    generation, finished = meta.get("generation"), memo.runtime.finished
-    if is_done(status, generation):
-        finished.forget(uid or "")  # kopf has caught up with our final write
-        return False
-    return not finished.covers(uid or "", generation, meta.get("resourceVersion"))
-
-
 @kopf.on.startup(registry=registry)
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # kopf's bookkeeping costs no write of its own (bookkeeping.py): "handled" is read from our status,
-    # retry progress goes to annotations under our group (a structural CRD schema prunes anything
-    # kopf would write into .status, and handlers would then loop).
-    settings.persistence.progress_storage = UnmarkedAnnotationsProgress(prefix=PREFIX)
-    settings.persistence.diffbase_storage = StatusDerivedDiffBase()
+    # An event handler costs kopf no bookkeeping: no progress or diff-base annotations, no finalizer
+    # (kopf releases its finalizer, should an object carry one from an older release).
     settings.persistence.finalizer = "secretstage.io/finalizer"
     settings.scanning.disabled = True  # RBAC then needs no cluster-wide CRD or namespace listing
-    settings.posting.level = logging.INFO
-    # Memory does not grow with promotions that are done: the initial list comes in chunks (not one
-    # response of every object), and kopf's per-object worker, which holds the last body it saw,
-    # exits half a second after its last event instead of five (docs/benchmarks.md).
+    settings.posting.enabled = False  # our Events are posted by the workers (kube.post_event)
+    # Memory does not grow with the promotions kopf has seen: the initial list comes in chunks (not
+    # one response of every object), and kopf's per-object worker, which holds the last body it saw,
+    # exits soon after its last event (docs/benchmarks.md).
     settings.watching.chunk_size = 1000
-    settings.queueing.idle_timeout = 0.5
+    settings.queueing.idle_timeout = 0.1
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    # No limit on kopf's workers: one that sleeps out a retry delay would hold its slot, so promotions
-    # that retry for ever (a credentials Secret that does not exist) could block every other
-    # namespace. What is limited, fairly by namespace, is KMS traffic (kms.ratelimit).
+    # kopf's per-object workers only queue a key and end: no limit needed. What is limited is our own
+    # workers (--workers), handed out fairly by namespace (workqueue.py), and KMS traffic (kms.ratelimit).
     settings.queueing.worker_limit = None
 
 
@@ -83,54 +62,28 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
-# One handler for every generation not yet done: with the status-derived diff-base kopf sees each
-# such generation as a creation (at start-up too), and a done one as unchanged.
-@kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, when=_not_done)
-async def promote(
-    body: kopf.Body,
-    spec: kopf.Spec,
+# kopf is the event source, nothing more: every watch event of a promotion (the initial listing at
+# start-up included) hands its key to the fair queue and returns. The workers read the object again
+# when its turn comes (workers.py); kopf keeps no handler, retry state or body for a promotion that
+# waits, so memory follows --workers, not the backlog.
+# Async, though it awaits nothing: kopf runs a plain function in a thread, and the queue is the loop's.
+@kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+async def offer(
+    type: str | None,  # kopf passes the watch event's type under this name
     meta: kopf.Meta,
     status: kopf.Status,
     namespace: str | None,
     name: str | None,
     uid: str | None,
     memo: Any,
-    logger: logging.Logger | logging.LoggerAdapter[Any],
     **_: Any,
 ) -> None:
-    generation = int(meta.get("generation") or 0)
-    try:
-        attempt = await reconciling.run_attempt(
-            memo.runtime,
-            spec=spec,
-            status=status,
-            namespace=namespace or "",
-            name=name or "",
-            generation=generation,
-            resource_version=str(meta.get("resourceVersion") or ""),
-            uid=uid or "",
-        )
-    except StatusWriteFailed as exc:
-        raise kopf.TemporaryError(f"{exc}; nothing more was sent to KMS", delay=5) from None
-    except AttemptAborted as aborted:
-        if aborted.why in (Abort.DELETED, Abort.REPLACED):
-            # This object is gone; a re-created one is another object, with a handler of its own.
-            logger.info("stopped: %s; nothing more is sent for this object", aborted.why.value)
-            return
-        # kopf handed us an older copy of the object than the API server has: another attempt
-        # journaled this generation meanwhile, or a newer generation came. Done there: nothing to
-        # do; else look again soon, from the newest copy.
-        if is_done(aborted.status, generation):
-            logger.debug("a newer status already finished this generation; nothing to do")
-            return
-        raise kopf.TemporaryError(f"stopped: {aborted.why.value}; looking again", delay=1) from None
-    for event_type, reason, message in attempt.events:
-        kopf.event(body, type=event_type, reason=reason, message=message)
-    result, outcome = attempt.result, attempt.result.outcome
-    if outcome.kind in (Kind.SUCCEEDED, Kind.FAILED):
-        memo.runtime.finished.add(uid or "", generation, attempt.resource_versions)
-    logger.info("%s: %s (RequestId %s)", outcome.reason, outcome.message, result.request_id or "-")
-    if outcome.kind is Kind.FAILED:
-        raise kopf.PermanentError(f"{outcome.reason}: {outcome.message}")
-    if outcome.kind in (Kind.RETRY, Kind.PENDING):
-        raise kopf.TemporaryError(f"{outcome.reason}: {outcome.message}", delay=outcome.delay)
+    memo.workers.offer(
+        type,
+        namespace or "",
+        name or "",
+        uid or "",
+        int(meta.get("generation") or 0),
+        str(meta.get("resourceVersion") or ""),
+        status,
+    )

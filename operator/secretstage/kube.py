@@ -11,6 +11,7 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from secretstage.domain.journal import ObjectGone, StaleStatus
@@ -241,3 +242,40 @@ class PromotionStatus:
         self._uid = str(meta.get("uid") or self._uid)
         generation = meta.get("generation")
         self._generation = generation if isinstance(generation, int) else self._generation
+
+
+EVENT_MESSAGE_LIMIT = 1024
+
+
+async def post_event(
+    kube: KubeHttp,
+    involved: Mapping[str, str],
+    event_type: str,
+    reason: str,
+    message: str,
+    *,
+    component: str = "secretstage-operator",
+    instance: str = "",
+) -> None:
+    """A core/v1 Event about a promotion (``involved``: its apiVersion, kind, namespace, name, uid).
+
+    Events are a convenience for ``kubectl describe``: a failure to post one is logged by the caller
+    and never fails or repeats a promotion.
+    """
+    namespace = involved["namespace"]
+    now = datetime.now(UTC).isoformat()
+    body = {
+        "metadata": {"namespace": namespace, "generateName": f"{involved['name']}."},
+        "type": event_type,
+        "reason": reason,
+        "message": message[:EVENT_MESSAGE_LIMIT],
+        "action": reason,
+        "involvedObject": dict(involved),
+        "reportingComponent": component,
+        "reportingInstance": instance or component,
+        "source": {"component": component},  # the "From" column of kubectl describe
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    await kube.request(namespace, "POST", path("api", "v1", "namespaces", namespace, "events"), json=body)

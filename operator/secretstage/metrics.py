@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -36,9 +40,32 @@ class Metrics:
             registry=self.registry,
         )
 
+    def watch_queue(self, lengths: Callable[[], dict[str, tuple[int, int]]], busy: Callable[[], int]) -> None:
+        """The work queue, read at scrape time: per namespace, promotions waiting for a worker
+        (``state="ready"``) and waiting out a retry's backoff (``state="backoff"``); and busy workers."""
+        self.registry.register(_QueueCollector(lengths, busy))
+
     def observe_kms(self, *, action: str, code: str, seconds: float) -> None:
         self.kms_requests.labels(action, code).inc()
         self.kms_latency.labels(action).observe(seconds)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - a pod serves on all its interfaces
         start_http_server(port, addr=addr, registry=self.registry)
+
+
+class _QueueCollector(Collector):
+    def __init__(self, lengths: Callable[[], dict[str, tuple[int, int]]], busy: Callable[[], int]) -> None:
+        self._lengths, self._busy = lengths, busy
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        queue = GaugeMetricFamily(
+            "secretstage_queue_length",
+            "Promotions waiting in the operator's queue, by namespace and state (ready: for a worker; "
+            "backoff: for a retry's delay to pass)",
+            labels=["namespace", "state"],
+        )
+        for namespace, (ready, backoff) in sorted(self._lengths().items()):
+            queue.add_metric([namespace, "ready"], ready)
+            queue.add_metric([namespace, "backoff"], backoff)
+        yield queue
+        yield GaugeMetricFamily("secretstage_workers_busy", "Workers handling a promotion now", value=self._busy())

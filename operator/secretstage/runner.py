@@ -156,6 +156,13 @@ def add_run_parser(sub: Any) -> None:
         "namespaces (default 20; env SECRETSTAGE_KMS_MAX_CONCURRENCY)",
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="promotions worked on at once; the others wait their turn in a queue fair by namespace, as keys "
+        "that cost no memory of their own (default 20; env SECRETSTAGE_WORKERS)",
+    )
+    p.add_argument(
         "--kms-max-concurrency-per-namespace",
         type=int,
         metavar="N",
@@ -220,6 +227,14 @@ async def _reserve_unlanded_moves(runtime: Runtime) -> None:
         return
 
 
+def _ended(operator: asyncio.Task[None], working: asyncio.Task[None]) -> int:
+    """kopf stopped (a signal: 0), or the workers died (a bug: say so, exit non-zero for a restart)."""
+    if working.done() and not working.cancelled() and working.exception() is not None:
+        log.error("the workers stopped", exc_info=working.exception())
+        return 1
+    return 0
+
+
 async def _standby_health(port: int) -> Any:
     """Answer liveness probes while waiting for the Lease (kopf's endpoint starts with kopf)."""
     from aiohttp import web
@@ -251,6 +266,7 @@ async def _operate(settings: Settings, api: Any) -> int:
     from secretstage.kubehttp import KubeHttp
     from secretstage.metrics import Metrics
     from secretstage.reconcile import Runtime, service_account_tokens
+    from secretstage.workers import Workers
 
     metrics = Metrics()
     if settings.metrics_port:
@@ -307,6 +323,8 @@ async def _operate(settings: Settings, api: Any) -> int:
         rng=random.Random(),
     )
     runtime_ref.append(runtime)
+    workers = Workers(runtime, instance=identity)
+    metrics.watch_queue(workers.lengths, lambda: workers.busy)
     log.info(
         "starting: namespaces=%s endpoints=%s region-endpoints=%s rate=%.1f/s leader-election=%s "
         "operator-identity=%s serviceAccountRef=%s",
@@ -340,6 +358,7 @@ async def _operate(settings: Settings, api: Any) -> int:
                 await standby.cleanup()
         await _reserve_unlanded_moves(runtime)
         stop = asyncio.Event()
+        working = asyncio.create_task(workers.run(settings.workers))
         operator = asyncio.create_task(
             kopf.operator(
                 registry=handlers.registry,
@@ -347,26 +366,32 @@ async def _operate(settings: Settings, api: Any) -> int:
                 clusterwide=not settings.namespaces,
                 namespaces=list(settings.namespaces),
                 liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None,
-                memo=kopf.Memo(runtime=runtime, stop=stop),
+                memo=kopf.Memo(runtime=runtime, workers=workers, stop=stop),
                 stop_flag=stop,
                 # Our own identity: kopf's default asks the password database for the user name, and the
                 # image runs as a bare numeric UID (65532) with no entry there (KeyError at start-up).
                 identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str it does not export
             )
         )
-        if elector is None:
-            await operator
-            return 0
-        holding = asyncio.create_task(elector.hold())
-        await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
-        if holding.done():
-            # Lost the Lease: stop handling at once and exit non-zero, so the pod restarts as a standby.
-            stop.set()
-            await asyncio.wait({operator}, timeout=settings.renew_deadline)
-            return 1
-        holding.cancel()
-        await elector.release()
-        return 0
+        try:
+            if elector is None:
+                await asyncio.wait({operator, working}, return_when=asyncio.FIRST_COMPLETED)
+                return _ended(operator, working)
+            holding = asyncio.create_task(elector.hold())
+            await asyncio.wait({operator, holding, working}, return_when=asyncio.FIRST_COMPLETED)
+            if holding.done():
+                # Lost the Lease: stop handling at once and exit non-zero, so the pod restarts as a standby.
+                working.cancel()
+                stop.set()
+                await asyncio.wait({operator}, timeout=settings.renew_deadline)
+                return 1
+            holding.cancel()
+            code = _ended(operator, working)
+            await elector.release()
+            return code
+        finally:
+            working.cancel()
+            await asyncio.wait({working})
     finally:
         await runtime.aclose()
         api.close()

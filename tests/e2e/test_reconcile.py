@@ -1,36 +1,30 @@
-"""reconcile and the kopf handler glue, in-process, on the real API server with the emulator.
-
-The handler is called as kopf calls it (same arguments, kopf's event queue in place), so what it
-raises, writes and posts is what kopf would see: no operator process, no framework loop.
+"""A worker's turn at a promotion (workers.py and reconcile), in-process, on the real API server with
+the emulator: what it reads, writes and posts, and when it asks to run again. No operator process,
+no kopf: the queue hands a worker only a key, and the worker reads the object itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
-import kopf
 import pytest
-from kopf._core.engines.posting import event_queue_loop_var, event_queue_var, settings_var
 from kubernetes import client as k8s
 
-from secretstage import aftersuccess, handlers
+from secretstage import aftersuccess
 from secretstage.config import Settings
 from secretstage.emulator.app import Faults
 from secretstage.kms import FairGate, TokenBucket
 from secretstage.kubehttp import KubeHttp
 from secretstage.metrics import Metrics
 from secretstage.reconcile import Runtime
+from secretstage.workers import Workers
 from tests.cluster import Cluster
 from tests.conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, RunningEmulator
 from tests.harness import GROUP, PLURAL, VERSION
-
-LOG = logging.getLogger("test")
 
 
 @pytest.fixture
@@ -86,32 +80,18 @@ def objects(cluster: Cluster, tenant: str, kms: RunningEmulator) -> Objects:
     return Objects(cluster, tenant, kms.url)
 
 
-async def handle(runtime: Runtime, body: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """Call the handler as kopf does; returns the Events it posted as (type, reason, message)."""
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    # what kopf's posting engine sets up for every handler it runs
-    tokens = [
-        (event_queue_var, event_queue_var.set(queue)),
-        (event_queue_loop_var, event_queue_loop_var.set(asyncio.get_running_loop())),
-        (settings_var, settings_var.set(kopf.OperatorSettings())),
-    ]
-    try:
-        await handlers.promote(
-            body=body,
-            spec=body["spec"],
-            meta=body["metadata"],
-            status=body.get("status") or {},
-            namespace=body["metadata"]["namespace"],
-            name=body["metadata"]["name"],
-            uid=body["metadata"]["uid"],
-            memo=SimpleNamespace(runtime=runtime),
-            logger=LOG,
-        )
-    finally:
-        for var, token in reversed(tokens):
-            var.reset(token)  # type: ignore[attr-defined]
-        posted = [queue.get_nowait() for _ in range(queue.qsize())]
-    return [(e.type, e.reason, e.message) for e in posted]
+def posted(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    """The Events about one promotion, oldest first, as (type, reason, message)."""
+    listed = k8s.CoreV1Api(cluster.api).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    return [(e.type, e.reason, e.message) for e in sorted(listed.items, key=lambda e: e.metadata.creation_timestamp)]
+
+
+async def turn(runtime: Runtime, cluster: Cluster, namespace: str, name: str) -> tuple[float | None, list[Any]]:
+    """One worker's turn at a promotion, as the queue hands it out: read fresh, one attempt, its Events.
+    Returns when it should run again (None: not unless it changes) and the Events this turn posted."""
+    before = len(posted(cluster, namespace, name))
+    again, _ = await Workers(runtime).process((namespace, name))
+    return again, posted(cluster, namespace, name)[before:]
 
 
 def reason(obj: dict[str, Any]) -> str:
@@ -119,10 +99,11 @@ def reason(obj: dict[str, Any]) -> str:
 
 
 async def test_success_writes_status_and_posts_the_move(
-    runtime: Runtime, objects: Objects, seeded: str, kms: RunningEmulator
+    runtime: Runtime, objects: Objects, seeded: str, kms: RunningEmulator, cluster: Cluster
 ) -> None:
-    body = objects.create("ok", seeded, moveToVersion="v2")
-    events = await handle(runtime, body)
+    objects.create("ok", seeded, moveToVersion="v2")
+    again, events = await turn(runtime, cluster, objects.namespace, "ok")
+    assert again is None
     obj = objects.get("ok")
     status = obj["status"]
     assert (status["phase"], reason(obj)) == ("Succeeded", "Promoted")
@@ -133,34 +114,34 @@ async def test_success_writes_status_and_posts_the_move(
     assert move["request_id"] in events[0][2]
 
 
-async def test_failure_raises_permanent_error(runtime: Runtime, objects: Objects, seeded: str) -> None:
-    body = objects.create("bad", seeded, moveToVersion="v2", precondition={"currentVersion": "v9"})
-    with pytest.raises(kopf.PermanentError, match="PreconditionFailed"):
-        await handle(runtime, body)
+async def test_failure_is_final_and_posted(runtime: Runtime, objects: Objects, seeded: str, cluster: Cluster) -> None:
+    objects.create("bad", seeded, moveToVersion="v2", precondition={"currentVersion": "v9"})
+    again, events = await turn(runtime, cluster, objects.namespace, "bad")
+    assert again is None  # not run again unless the spec changes
+    assert [e[:2] for e in events] == [("Warning", "PromotionFailed")]
     obj = objects.get("bad")
     assert (obj["status"]["phase"], reason(obj)) == ("Failed", "PreconditionFailed")
     assert "requestId" not in obj["status"]  # nothing moved: no RequestId, not a read's
 
 
-async def test_throttled_read_raises_temporary_error_with_the_backoff(
-    runtime: Runtime, objects: Objects, seeded: str, kms: RunningEmulator
+async def test_throttled_read_runs_again_after_the_backoff(
+    runtime: Runtime, objects: Objects, seeded: str, kms: RunningEmulator, cluster: Cluster
 ) -> None:
     kms.emulator.faults = {"ListSecretVersionIds": Faults(throttle=1.0)}
-    body = objects.create("slow", seeded, moveToVersion="v2")
-    with pytest.raises(kopf.TemporaryError) as err:
-        await handle(runtime, body)
-    assert err.value.delay is not None
-    assert err.value.delay >= 1.0
+    objects.create("slow", seeded, moveToVersion="v2")
+    again, _ = await turn(runtime, cluster, objects.namespace, "slow")
+    assert again is not None
+    assert again >= 1.0
     obj = objects.get("slow")
     assert (obj["status"]["phase"], reason(obj)) == ("InProgress", "Rejected_Throttling")
 
 
 async def test_lost_answer_is_confirmed_without_a_second_move(
-    runtime: Runtime, objects: Objects, seeded: str, kms: RunningEmulator
+    runtime: Runtime, objects: Objects, seeded: str, kms: RunningEmulator, cluster: Cluster
 ) -> None:
     kms.emulator.faults = {"UpdateSecretVersionStage": Faults(drop_after=1.0)}
-    body = objects.create("lost", seeded, moveToVersion="v2")
-    await handle(runtime, body)
+    objects.create("lost", seeded, moveToVersion="v2")
+    await turn(runtime, cluster, objects.namespace, "lost")
     obj = objects.get("lost")
     assert (obj["status"]["phase"], reason(obj)) == ("Succeeded", "PromotedAnswerLost")
     assert kms.emulator.calls["UpdateSecretVersionStage"] == 1  # sent once, confirmed by a read
@@ -168,62 +149,54 @@ async def test_lost_answer_is_confirmed_without_a_second_move(
     assert "ActionTrail" in next(c["message"] for c in obj["status"]["conditions"] if c["type"] == "Succeeded")
 
 
-async def test_stale_body_does_nothing(runtime: Runtime, objects: Objects, seeded: str, kms: RunningEmulator) -> None:
-    """kopf hands the handler an old copy of the object (its own patch's event lagged): no call, no write."""
+async def test_a_turn_for_a_done_promotion_does_nothing(
+    runtime: Runtime, objects: Objects, seeded: str, kms: RunningEmulator, cluster: Cluster
+) -> None:
+    """A key queued again after its generation finished (a late event of its own intent write): the
+    fresh read shows it done; no KMS call, no write, no Event."""
     restart = {"restart": [{"kind": "Deployment", "name": "x"}]}
-    body = objects.create("stale", seeded, moveToVersion="v2", afterSuccess=restart)
-    await handle(runtime, body)
-    done = objects.get("stale")
+    objects.create("done", seeded, moveToVersion="v2", afterSuccess=restart)
+    await turn(runtime, cluster, objects.namespace, "done")
+    done = objects.get("done")
     calls = dict(kms.emulator.calls)
-    events = await handle(runtime, body)  # the creation-time copy again
-    assert objects.get("stale") == done
-    assert kms.emulator.calls.get("UpdateSecretVersionStage") == calls.get("UpdateSecretVersionStage") == 1
-    assert events == []
+    again, events = await turn(runtime, cluster, objects.namespace, "done")
+    assert (again, events) == (None, [])
+    assert objects.get("done") == done
+    assert dict(kms.emulator.calls) == calls
 
 
-async def test_unrelated_change_between_read_and_write_is_not_a_conflict(
-    runtime: Runtime, objects: Objects, seeded: str, cluster: Cluster
+async def test_a_promotion_deleted_before_its_turn_sends_nothing_and_stops(
+    runtime: Runtime, objects: Objects, seeded: str, kms: RunningEmulator, cluster: Cluster
 ) -> None:
-    body = objects.create("labelled", seeded, moveToVersion="v2")
-    objects.api.patch_namespaced_custom_object(
-        GROUP, VERSION, objects.namespace, PLURAL, "labelled", {"metadata": {"labels": {"team": "payments"}}}
-    )
-    await handle(runtime, body)  # its resourceVersion is stale, its journal is not
-    assert objects.get("labelled")["status"]["phase"] == "Succeeded"
-
-
-async def test_a_promotion_deleted_before_its_intent_sends_nothing_and_stops(
-    runtime: Runtime, objects: Objects, seeded: str, kms: RunningEmulator
-) -> None:
-    """The intent record cannot be written because the object is gone: no move is sent, and the
-    handler stops (nothing to retry for a deleted object: no TemporaryError, no Event)."""
-    body = objects.create("gone", seeded, moveToVersion="v2")
+    """Deleted while its key waited in the queue: the worker's read finds nothing; no move, no retry."""
+    objects.create("gone", seeded, moveToVersion="v2")
     objects.api.delete_namespaced_custom_object(GROUP, VERSION, objects.namespace, PLURAL, "gone")
-    assert await handle(runtime, body) == []
+    again, _ = await Workers(runtime).process((objects.namespace, "gone"))
+    assert again is None
     assert kms.emulator.calls.get("UpdateSecretVersionStage", 0) == 0
     assert kms.placement(seeded)["v1"] == ["ACSCurrent"]
 
 
 async def test_second_promotion_of_a_secret_waits_visibly(
-    runtime: Runtime, objects: Objects, seeded: str, kms: RunningEmulator
+    runtime: Runtime, objects: Objects, seeded: str, kms: RunningEmulator, cluster: Cluster
 ) -> None:
     kms.emulator.faults = {"UpdateSecretVersionStage": Faults(latency_ms=500)}
-    first = objects.create("first", seeded, moveToVersion="v2")
-    second = objects.create("second", seeded, moveToVersion="v1")
-    running = asyncio.create_task(handle(runtime, first))
+    objects.create("first", seeded, moveToVersion="v2")
+    objects.create("second", seeded, moveToVersion="v1")
+    running = asyncio.create_task(turn(runtime, cluster, objects.namespace, "first"))
     # The second starts only once the first holds the secret (its move journaled), not by luck of scheduling.
     deadline = asyncio.get_running_loop().time() + 30
     while (objects.get("first").get("status") or {}).get("move") is None:
         assert asyncio.get_running_loop().time() < deadline, f"first never journaled its move: {objects.get('first')}"
         await asyncio.sleep(0.05)
-    with pytest.raises(kopf.TemporaryError, match="WaitingForSecret"):
-        await handle(runtime, second)
+    again, _ = await turn(runtime, cluster, objects.namespace, "second")
+    assert again is not None  # looked at again soon
     await running
     waiting = objects.get("second")
     assert (waiting["status"]["phase"], reason(waiting)) == ("Pending", "WaitingForSecret")
     assert f"{objects.namespace}/first" in waiting["status"]["conditions"][0]["message"]
     assert kms.emulator.calls["UpdateSecretVersionStage"] == 1  # the second one sent nothing while waiting
-    await handle(runtime, objects.get("second"))  # its turn now
+    await turn(runtime, cluster, objects.namespace, "second")  # its turn now
     assert objects.get("second")["status"]["phase"] == "Succeeded"
     assert kms.placement(seeded)["v1"][0] == "ACSCurrent"
 

@@ -14,7 +14,9 @@ import ssl
 import subprocess
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -299,6 +301,90 @@ def test_two_replicas_fail_over(release: Release, capsys: pytest.CaptureFixture[
             f"\nfailover: leader {leader} deleted; {successor} "
             f"({'the standby' if successor in names else 'its replacement'}) held the Lease after {took_over:.1f}s, "
             f"and a new promotion had Succeeded {served:.1f}s after the deletion"
+        )
+
+
+BACKLOG = 5000
+BACKLOG_RATE = 40  # KMS requests/s: the chart's 10 raised to the shared gateway's quota; ~6 min for 5,000
+
+
+def _restarts(pods: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Per pod: every restart of its container, with the reason of the last termination (OOMKilled...)."""
+    seen = {}
+    for pod in pods:
+        for status in pod["status"].get("containerStatuses", []):
+            last = (status.get("lastState") or {}).get("terminated") or {}
+            seen[pod["metadata"]["name"]] = [last.get("reason", "?")] * int(status.get("restartCount", 0))
+    return seen
+
+
+def test_a_backlog_of_5000_at_the_chart_defaults(release: Release, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 21: 5,000 promotions created at once, two replicas with the chart's default resources
+    (memory limit and all), the KMS rate raised to 40/s. All end Succeeded, each with exactly one
+    move; no container restarts (an OOM kill is a restart); promotions that wait show Pending/Queued."""
+    release.cluster.helm(
+        *("upgrade", RELEASE, CHART, "-n", RELEASE_NS, "-f", str(release.values)),
+        *("--set", f"image.tag={release.image.tag}", "--set", "replicaCount=2"),
+        *("--set", f"operator.kmsRateLimit={BACKLOG_RATE}", "--set", f"operator.kmsBurst={BACKLOG_RATE}"),
+        *("--wait", "--timeout", "3m"),
+    )
+    pods = wait_for(release.ready_pods, lambda p: len(p) == 2, timeout=120, what="two ready replicas")
+    names = {p["metadata"]["name"] for p in pods}
+    wait_for(release.lease_holder, lambda h: h in names, timeout=60, what="a leader among the replicas")
+    before = _restarts(pods)
+    limit = pods[0]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    assert limit == yaml.safe_load((Path(CHART) / "values.yaml").read_text())["resources"]["limits"]["memory"]
+    tag = uuid.uuid4().hex[:6]
+    secrets = [f"node/backlog-{tag}-{i}" for i in range(BACKLOG)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda s: release.emulator.seed(s, "v1", "v2"), secrets))
+    started = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: release.promote(f"backlog-{i}", secrets[i]), range(BACKLOG)))
+    created = time.monotonic() - started
+    seen: Counter[str] = Counter()
+    most_queued = 0
+
+    def phases() -> Counter[str]:
+        nonlocal seen, most_queued
+        items = release.promotions.api.list_namespaced_custom_object(
+            "secretstage.io", "v1alpha1", TENANT_NS, "secretstagepromotions"
+        )["items"]
+        seen = Counter(
+            f"{(o.get('status') or {}).get('phase', 'new')}" + ("/Queued" if "queue" in (o.get("status") or {}) else "")
+            for o in items
+            if o["metadata"]["name"].startswith("backlog-")
+        )
+        most_queued = max(most_queued, seen["Pending/Queued"])
+        return seen
+
+    try:
+        wait_for(phases, lambda c: c["Succeeded"] == BACKLOG, timeout=1200, interval=5, what="all Succeeded")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {dict(seen)}; restarts: {_restarts(release.pods())}") from None
+    elapsed = time.monotonic() - started
+    assert most_queued > 0, "no promotion was ever seen waiting as Pending/Queued: the test measured no backlog"
+    pods = release.pods()
+    assert {p["metadata"]["name"] for p in pods} == names, "a pod was replaced during the backlog"
+    assert _restarts(pods) == before == {name: [] for name in names}, f"restarts: {_restarts(pods)}"
+    moves = {s: release.emulator.moves_for(s) for s in secrets}
+    assert [s for s, n in moves.items() if n != 1] == [], "a secret moved other than exactly once"
+    requests = sum(sum(release.emulator.calls_for(s).values()) for s in secrets) / BACKLOG
+    peaks = {}
+    for name in names:
+        read = release.kubectl(
+            *("-n", RELEASE_NS, "exec", name, "--", "python3", "-c"),
+            "print(open('/sys/fs/cgroup/memory.peak').read())",
+            check=False,
+        )
+        peaks[name] = f"{int(read.stdout) / 2**20:.0f} MiB" if read.returncode == 0 else "n/a"
+    allowed = BACKLOG_RATE / requests
+    with capsys.disabled():
+        print(
+            f"\nbacklog: {BACKLOG} created in {created:.0f}s, all Succeeded after {elapsed:.0f}s: "
+            f"{BACKLOG / elapsed:.1f}/s against {allowed:.1f}/s allowed by {BACKLOG_RATE} KMS requests/s at "
+            f"{requests:.2f} per promotion ({BACKLOG / elapsed / allowed:.2f}x); at most {most_queued} seen Queued "
+            f"at once; memory peak per pod (limit {limit}): {peaks}; no restarts"
         )
 
 

@@ -7,14 +7,18 @@ attempt (from the intent record in status and a fresh read) and not sent again b
 from __future__ import annotations
 
 import signal
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s
 
 from tests.cluster import Cluster
 from tests.harness import EmulatorProcess, OperatorProcess, Promotions, condition, spec_for
-from tests.reliability.helpers import seed_many, unique, wait_all_terminal
+from tests.reliability.helpers import list_all, seed_many, unique, wait_all_terminal
 from tests.support import wait_for
 
 COUNT = 20
@@ -98,3 +102,74 @@ def test_applied_but_answer_lost(
     assert "requestId" not in status  # unknown, and the message says so; never a read's RequestId
     assert status["move"]["answer"] == "Lost"
     assert emulator.holder(name, "ACSCurrent") == "v2"
+
+
+BURST = 1000
+LEASE = {"duration": "6", "deadline": "4", "retry": "1"}
+
+
+def test_sigkill_the_leader_three_times_during_a_burst(
+    cluster: Cluster,
+    crd: None,
+    emulator: EmulatorProcess,
+    promotions: Promotions,
+    ns: str,
+    tmp_path: Path,
+    figures: dict[str, Any],
+) -> None:
+    """Issue 21: a burst of promotions, two replicas, and the leader SIGKILLed three times while the
+    queue drains (each killed replica started again, as its pod would be). Every promotion ends
+    Succeeded and every secret moved exactly once: what a dead leader had queued is found again from
+    the objects, and what it had sent is settled from the journal, never sent twice."""
+    lease = f"burst-{uuid.uuid4().hex[:6]}"
+    args = [
+        *("--namespace", ns, "--leader-election", "--lease-namespace", ns, "--lease-name", lease),
+        *("--lease-duration", LEASE["duration"], "--renew-deadline", LEASE["deadline"]),
+        *("--retry-period", LEASE["retry"], "--kms-rate-limit", "150", "--kms-burst", "10"),
+    ]
+    names = [unique("burst") for _ in range(BURST)]
+    seed_many(emulator.url, names)
+    coordination = k8s.CoordinationV1Api(cluster.api)
+
+    def holder() -> str:
+        try:
+            return str(coordination.read_namespaced_lease(lease, ns).spec.holder_identity or "")
+        except k8s.ApiException:
+            return ""
+
+    def succeeded() -> int:
+        return sum(1 for o in list_all(promotions, ns) if (o.get("status") or {}).get("phase") == "Succeeded")
+
+    replicas = {
+        n: OperatorProcess(tmp_path, cluster.kubeconfig, emulator.url, *args, name=n, env={"POD_NAME": n})
+        for n in ("burst-a", "burst-b")
+    }
+    kills: list[tuple[str, int]] = []
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            list(
+                pool.map(
+                    lambda i: promotions.create(ns, f"p{i}", spec_for(emulator, names[i], moveToVersion="v2")),
+                    range(BURST),
+                )
+            )
+        for round_ in range(1, 4):
+            # a quarter more done between kills: each kill lands in the middle of the drain
+            done = wait_for(succeeded, lambda n, r=round_: n >= BURST * r // 4, timeout=300, what=f"kill {round_}")
+            leader = wait_for(holder, lambda h: h in replicas, timeout=60, what="a leader")
+            replicas[leader].stop(signal.SIGKILL)
+            kills.append((leader, done))
+            replicas[leader].start()
+        objs = wait_all_terminal(promotions, [ns], BURST, timeout=600)
+    finally:
+        for replica in replicas.values():
+            replica.stop()
+        emulator.wait_idle()
+    assert [o["metadata"]["name"] for o in objs if o["status"]["phase"] != "Succeeded"] == []
+    moved = {n: emulator.moves_for(n) for n in names}
+    assert [n for n, count in moved.items() if count != 1] == [], "a secret moved other than exactly once"
+    assert len(kills) == 3
+    reasons = Counter(condition(o, "Succeeded")["reason"] for o in objs)
+    figures["crash.leader_killed_3x.burst"] = BURST
+    figures["crash.leader_killed_3x.kills_at_succeeded"] = [done for _, done in kills]
+    figures["crash.leader_killed_3x.reasons"] = dict(reasons)

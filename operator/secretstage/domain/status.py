@@ -90,6 +90,7 @@ def build_status(
         "stagesAfter": result.stages_after,
         "plan": result.plan,
         "afterSuccess": result.after_success or None,
+        "queue": None,  # its turn came: the queue position written while it waited no longer holds
     }
     # A JSON merge patch merges objects key by key: a stage gone from stagesAfter, or a move field
     # gone from the journal, must be sent as null or the old value stays.
@@ -104,6 +105,20 @@ def _replacing(new: Mapping[str, Any] | None, old: Any) -> dict[str, Any] | None
     if not isinstance(old, Mapping):
         return dict(new)
     return {**{k: None for k in old if k not in new}, **new}
+
+
+def queued_status(generation: int, now: str, message: str, queue: Mapping[str, Any]) -> dict[str, Any]:
+    """The status of a generation that waits for its turn and has sent nothing: phase Pending, reason
+    Queued (kstatus InProgress, Argo CD Progressing). Written only over an empty status, so it never
+    hides an earlier generation's journal."""
+    conditions = conditions_for(Kind.PENDING, "Queued", message, generation, now, [])
+    return {
+        "phase": "Pending",
+        "observedGeneration": generation,
+        "attempts": 0,
+        "conditions": conditions,
+        "queue": dict(queue),
+    }
 
 
 def is_done(status: Mapping[str, Any], generation: int | None) -> bool:

@@ -116,6 +116,7 @@ class Emulator:
         # that share one emulator count only what their own secrets saw, never the global counters.
         self.calls_by_secret: dict[str, Counter[str]] = {}
         self.applied_by_secret: dict[str, Counter[str]] = {}
+        self.moves_by_secret: dict[str, Counter[str]] = {}  # applied UpdateSecretVersionStage, by stage
         self.in_flight = 0  # requests received and not yet answered (some wait out a latency fault)
         self.sts_exchanges = 0
         self.last_request_ts: list[float] = []  # monotonic arrival times, for rate-limit tests
@@ -228,6 +229,8 @@ class Emulator:
                 self.applied[action] += 1
                 if secret:
                     self.applied_by_secret.setdefault(secret, Counter())[action] += 1
+                    if action == "UpdateSecretVersionStage":
+                        self.moves_by_secret.setdefault(secret, Counter())[params.get("VersionStage", "")] += 1
                 self._persist()
             if self.rng.random() < faults.drop_after:
                 return await self._drop(request)
@@ -591,6 +594,7 @@ class Emulator:
                 {
                     "calls": dict(self.calls_by_secret.get(secret, {})),
                     "applied": dict(self.applied_by_secret.get(secret, {})),
+                    "moves": dict(self.moves_by_secret.get(secret, {})),
                     "in_flight": self.in_flight,
                 }
             )
@@ -611,6 +615,7 @@ class Emulator:
         self.history.clear()
         self.calls_by_secret.clear()
         self.applied_by_secret.clear()
+        self.moves_by_secret.clear()
         self.sts_exchanges = 0
         return web.json_response({})
 
