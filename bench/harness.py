@@ -171,8 +171,7 @@ class Watcher:
     def _run(self) -> None:
         rv = None
         while rv is None and not self._stop:  # a CRD just Established can still answer 404 for a moment
-            listed = self._client.get(self._url).json()
-            rv = listed.get("metadata", {}).get("resourceVersion")
+            rv = self._list()
             if rv is None:
                 time.sleep(0.1)
         while not self._stop:
@@ -188,17 +187,31 @@ class Watcher:
                             return
                         event = json.loads(line)
                         obj = event["object"]
+                        if event.get("type") == "ERROR":  # 410 Gone: too far behind; list again
+                            rv = self._list()
+                            break
                         rv = obj["metadata"].get("resourceVersion", rv)
-                        phase = (obj.get("status") or {}).get("phase")
-                        name = obj["metadata"].get("name")
-                        if phase in ("Succeeded", "Failed") and name not in self.done:
-                            with self._cond:
-                                self.done[name] = time.monotonic()
-                                if phase == "Failed":
-                                    self.failed[name] = obj["status"].get("lastError")
-                                self._cond.notify_all()
+                        self._record(obj)
             except (httpx.HTTPError, json.JSONDecodeError):
                 time.sleep(0.1)
+
+    def _list(self) -> str | None:
+        """Record what is already final; the resourceVersion to watch from (None: not listable yet)."""
+        listed = self._client.get(self._url).json()
+        for obj in listed.get("items") or []:
+            self._record(obj)
+        rv = listed.get("metadata", {}).get("resourceVersion")
+        return str(rv) if rv is not None else None
+
+    def _record(self, obj: dict[str, Any]) -> None:
+        phase = (obj.get("status") or {}).get("phase")
+        name = obj["metadata"].get("name")
+        if phase in ("Succeeded", "Failed") and name not in self.done:
+            with self._cond:
+                self.done[name] = time.monotonic()
+                if phase == "Failed":
+                    self.failed[name] = obj["status"].get("lastError")
+                self._cond.notify_all()
 
     def wait(self, names: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -277,6 +277,7 @@ def test_namespaced_rbac_is_enough_and_no_more(
     assert not can_i(cluster, user, "get", "secrets", "-n", other)
     assert not can_i(cluster, user, "get", "secrets", "-n", release_ns)
     assert not can_i(cluster, user, "patch", "secretstagepromotions", "-n", other)
+    assert not can_i(cluster, user, "patch", "secretstagepromotions", "-n", watched)  # only their status
     assert not can_i(cluster, user, "create", "secretstagepromotions", "-n", watched)
     assert not can_i(cluster, user, "delete", "secretstagepromotions", "-n", watched)
     assert not can_i(cluster, user, "update", "customresourcedefinitions")

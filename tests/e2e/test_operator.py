@@ -327,11 +327,11 @@ def test_a_promotion_deleted_while_its_move_is_in_flight(
 def test_a_promotion_costs_two_status_writes_and_one_event(
     cluster: Cluster, operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
 ) -> None:
-    """No write for kopf's bookkeeping (operator/secretstage/bookkeeping.py): the intent and the final
-    status are the object's only changes (with a KMS that moves ACSPrevious itself), and one Event
-    says what happened. Seen on a watch of the
-    namespace, until a later promotion is done too (kopf's bookkeeping PATCH came right after the
-    handler, so by then it would have been seen)."""
+    """No write for kopf's bookkeeping (kopf only feeds the work queue) and no Queued status when a
+    worker is free: the intent and the final status are the object's only changes (with a KMS that
+    moves ACSPrevious itself), and one Event says what happened. Seen on a watch of the namespace,
+    until a later promotion is done too (a bookkeeping PATCH would come right after the attempt, so
+    by then it would have been seen)."""
     first, sentinel = emulator.seed(unique(), "v1", "v2"), emulator.seed(unique(), "v1", "v2")
     created = promotions.create(ns, "counted", spec_for(emulator, first, moveToVersion="v2"))
     changes: list[dict[str, Any]] = []

@@ -62,7 +62,7 @@ app.kubernetes.io/part-of: secretstage-operator
 {{- define "secretstage.watchRules" -}}
 - apiGroups: ["secretstage.io"]
   resources: ["secretstagepromotions"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["secretstage.io"]
   resources: ["secretstagepromotions/status"]
   verbs: ["get", "patch"]
