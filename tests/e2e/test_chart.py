@@ -293,7 +293,9 @@ def test_clusterwide_rbac(cluster: Cluster, crd: None, namespaces: Any) -> None:
     release = install_chart(cluster, "cw", release_ns, "replicaCount=2", "afterSuccess.restartWorkloads=true")
     user = f"system:serviceaccount:{release_ns}:{release}-secretstage-operator"
     assert can_i(cluster, user, "watch", "secretstagepromotions", "--all-namespaces")
-    assert can_i(cluster, user, "patch", "secretstagepromotions/status", "-n", anywhere)
+    # --subresource: "secretstagepromotions/status" would ask about the object named "status"
+    assert can_i(cluster, user, "patch", "secretstagepromotions", "--subresource=status", "-n", anywhere)
+    assert not can_i(cluster, user, "patch", "secretstagepromotions", "-n", anywhere)  # only their status
     assert can_i(cluster, user, "get", "secrets", "-n", anywhere)
     assert not can_i(cluster, user, "list", "secrets", "--all-namespaces")
     assert not can_i(cluster, user, "delete", "secrets", "-n", anywhere)
