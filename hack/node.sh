@@ -6,6 +6,7 @@
 #   hack/node.sh deps           install the Debian packages it needs (once per machine)
 #   hack/node.sh up             start the node against the running control plane in $CP_STATE_DIR
 #   hack/node.sh down           stop it and undo every change it made to the host
+#   hack/node.sh reclaim        undo the host changes of a node whose owner died before `down`
 #   hack/node.sh import TAR     import a docker-archive image into the node's containerd
 #
 # One node per machine: port 10250, the /kubepods cgroups, the cni0 bridge, 10.244.0.0/24 and the
@@ -172,12 +173,38 @@ pause_image() {
   ctr --address "$SOCK" -n k8s.io images import "$NODE/pause.tar" >/dev/null
 }
 
+# True when a process of the node in directory $1 still runs: each one's command line names a file
+# under that directory, so a recycled pid cannot pass for it.
+node_alive() {
+  local dir=$1 name pid
+  for name in containerd kubelet kube-proxy kube-scheduler; do
+    [ -f "$dir/$name.pid" ] || continue
+    pid=$(cat "$dir/$name.pid")
+    tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dir/" && return 0
+  done
+  return 1
+}
+
+# A node whose owner was killed before `down` (a SIGKILLed test run) leaves no process but all its
+# host changes, and its lock would refuse every later node. Undo them from its own snapshots, which
+# hold the host as it was before it.
+cmd_reclaim() {
+  [ -f "$LOCK" ] || return 0
+  local owner
+  owner=$(cat "$LOCK")
+  [ "$owner" != "$STATE" ] && [ -d "$owner/node" ] || return 0
+  node_alive "$owner/node" && return 0
+  log "the node of $owner was abandoned (none of its processes is running); restoring the host from its snapshots"
+  CP_STATE_DIR=$owner BIN=$BIN bash "$HERE/node.sh" down || die "could not clean up the abandoned node of $owner"
+}
+
 cmd_up() {
   [ "$(id -u)" = 0 ] || die "the node needs root"
   # shellcheck disable=SC1091
   . "$STATE/env"
   APISERVER_PORT=${K8S_SERVER##*:}
   [ -n "${NODE_IP:-}" ] || die "the control plane was not started with --with-node (no NODE_IP in $STATE/env)"
+  cmd_reclaim
   if [ -f "$LOCK" ] && [ "$(cat "$LOCK")" != "$STATE" ] && [ -d "$(cat "$LOCK")/node" ]; then
     die "another node is running on this machine (state $(cat "$LOCK")); one node per machine"
   fi
@@ -281,8 +308,9 @@ cmd_down() {
 
 case "${1:-}" in
   deps) cmd_deps ;;
+  reclaim) cmd_reclaim ;;
   up) cmd_up ;;
   down) cmd_down ;;
   import) shift; cmd_import "$@" ;;
-  *) echo "usage: $0 deps|up|down|import IMAGE.tar" >&2; exit 2 ;;
+  *) echo "usage: $0 deps|reclaim|up|down|import IMAGE.tar" >&2; exit 2 ;;
 esac

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from secretstage.domain.identity import provider_account
 from secretstage.domain.policy import DEFAULT_ENDPOINT_ALLOW, allow_pattern_problem, endpoint_problem
-from secretstage.kms.endpoints import PUBLIC_TEMPLATE, endpoint_template
+from secretstage.domain.promotion import K8S_NAME
+from secretstage.kms.endpoints import PUBLIC_TEMPLATE, endpoint_template, validate_region
 from secretstage.kms.errors import ConfigurationError
 
 
@@ -41,6 +42,12 @@ class Settings:
     #: The cluster's OIDC provider in RAM; set, it turns on spec.credentials.serviceAccountRef (STS
     #: AssumeRoleWithOIDC with a TokenRequest token of the promotion's own ServiceAccount).
     oidc_provider_arn: str | None = None
+    #: Honour ACK's workload annotation pod-identity.alibabacloud.com/role-name for serviceAccountRef, not
+    #: only secretstage.io/role-arn (it hands a promotion the role of the namespace's pods).
+    accept_ack_role_annotation: bool = False
+    #: The operator's own ServiceAccount (namespace, name): never usable through serviceAccountRef. None:
+    #: taken from the in-cluster token when there is one.
+    operator_service_account: tuple[str, str] | None = None
     #: Prometheus metrics port (0 = off) and liveness probe port (0 = off).
     metrics_port: int = 8080
     health_port: int = 8081
@@ -142,11 +149,28 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
             f"{flag}: its endpoints (e.g. {sample}) do not pass the endpoint allow-list; add a pattern that "
             "admits them with --endpoint-allow / SECRETSTAGE_ENDPOINT_ALLOW (chart: operator.endpointAllow)"
         )
+    default_region = str(pick("default_region", "DEFAULT_REGION") or "").strip() or None
+    if default_region is not None:
+        try:
+            validate_region(default_region, field=f"--default-region / {ENV_PREFIX}DEFAULT_REGION")
+        except ConfigurationError as exc:
+            raise ConfigError(str(exc)) from None
     election = pick("leader_election", "LEADER_ELECTION")
+    accept_ack = pick("accept_ack_role_annotation", "ACCEPT_ACK_ROLE_ANNOTATION")
+    own = str(pick("operator_service_account", "OPERATOR_SERVICE_ACCOUNT") or "").strip()
+    operator_service_account = None
+    if own:
+        namespace, _, name = own.partition("/")
+        if not (re.fullmatch(K8S_NAME, namespace) and re.fullmatch(K8S_NAME, name)):
+            raise ConfigError(
+                f"--operator-service-account / {ENV_PREFIX}OPERATOR_SERVICE_ACCOUNT: {own!r} is not NAMESPACE/NAME "
+                "(the chart sets it to the release namespace and the operator's ServiceAccount)"
+            )
+        operator_service_account = (namespace, name)
     settings = Settings(
         namespaces=tuple(namespaces),
         endpoint_allow=tuple(allow) if allow else defaults.endpoint_allow,
-        default_region=str(pick("default_region", "DEFAULT_REGION") or "") or None,
+        default_region=default_region,
         kms_endpoint_template=template,
         kms_rate_limit=number("kms_rate_limit", "KMS_RATE_LIMIT", float, defaults.kms_rate_limit, 0.01),
         kms_burst=int(number("kms_burst", "KMS_BURST", int, defaults.kms_burst, 1)),
@@ -154,6 +178,10 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
         kms_max_attempts=int(number("kms_max_attempts", "KMS_MAX_ATTEMPTS", int, defaults.kms_max_attempts, 1)),
         operator_identity_namespaces=tuple(identity_namespaces),
         oidc_provider_arn=oidc_provider_arn,
+        accept_ack_role_annotation=accept_ack
+        if isinstance(accept_ack, bool)
+        else _bool(str(accept_ack or ""), ENV_PREFIX + "ACCEPT_ACK_ROLE_ANNOTATION"),
+        operator_service_account=operator_service_account,
         kms_ca_file=str(pick("kms_ca_file", "KMS_CA_FILE") or "") or None,
         metrics_port=int(number("metrics_port", "METRICS_PORT", int, defaults.metrics_port, 0)),
         health_port=int(number("health_port", "HEALTH_PORT", int, defaults.health_port, 0)),

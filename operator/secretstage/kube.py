@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -58,7 +59,7 @@ def _decode(secret_name: str, data: Mapping[str, Any], key: str, required: bool)
             f"Secret {secret_name} key {key} is longer than {LIMITS[key]} characters; "
             "check that it holds the right value"
         )
-    if not PRINTABLE.match(value) or (key == KEY_ID and not ACCESS_KEY_ID.match(value)):
+    if not PRINTABLE.fullmatch(value) or (key == KEY_ID and not ACCESS_KEY_ID.fullmatch(value)):
         raise CredentialsInvalid(
             f"Secret {secret_name} key {key} contains characters an Alibaba Cloud "
             "credential never has; check the value (no spaces or control characters)"
@@ -279,3 +280,22 @@ async def post_event(
         "count": 1,
     }
     await kube.request(namespace, "POST", path("api", "v1", "namespaces", namespace, "events"), json=body)
+
+
+IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def in_cluster_service_account(token_file: str = IN_CLUSTER_TOKEN) -> tuple[str, str] | None:
+    """(namespace, name) of the ServiceAccount this process runs as, from its token's ``sub`` claim
+    (``system:serviceaccount:<namespace>:<name>``); None outside a pod. The claim is only read, never
+    trusted for access: it is our own token, and it only tells which ServiceAccount to refuse."""
+    try:
+        with open(token_file, encoding="ascii") as f:
+            payload = f.read().strip().split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (OSError, IndexError, ValueError, UnicodeDecodeError):
+        return None
+    parts = str(claims.get("sub", "")).split(":") if isinstance(claims, dict) else []
+    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
+        return parts[2], parts[3]
+    return None

@@ -19,6 +19,7 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 METADATA_ADDRESSES = frozenset({ipaddress.ip_address("100.100.100.200"), ipaddress.ip_address("fd00:ec2::254")})
 METADATA_NAMES = frozenset({"metadata", "metadata.google.internal", "metadata.aliyun.internal"})
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated (RFC 4291), still routed by some stacks
 _INET_ATON = re.compile(r"^[0-9a-fx.]+$")  # decimal, octal (0...), hex (0x...), and the 1- to 3-part forms
 
 
@@ -34,7 +35,7 @@ def literal_address(host: str) -> Address | None:
         return ipaddress.ip_address(text)
     except ValueError:
         pass
-    if text and _INET_ATON.match(text):
+    if text and _INET_ATON.fullmatch(text):
         try:
             return ipaddress.IPv4Address(socket.inet_aton(text))  # parsing only, no lookup
         except OSError:
@@ -43,11 +44,13 @@ def literal_address(host: str) -> Address | None:
 
 
 def embedded_ipv4(address: Address) -> list[Address]:
-    """The address itself and any IPv4 address an IPv6 one carries (mapped, NAT64, 6to4, Teredo)."""
+    """The address itself and any IPv4 address an IPv6 one carries (mapped, compatible, NAT64, 6to4, Teredo)."""
     found: list[Address] = [address]
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             found.append(address.ipv4_mapped)
+        if address in IPV4_COMPATIBLE and int(address) > 1:  # ::a9fe:a9fe is ::169.254.169.254; not :: or ::1
+            found.append(ipaddress.IPv4Address(int(address)))
         if address in NAT64:
             found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
         if address.sixtofour is not None:

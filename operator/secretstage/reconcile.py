@@ -174,7 +174,14 @@ async def _service_account_identity(
     except kube.CredentialsUnavailable as exc:
         return AttemptResult(outcome=outcomes.pending("CredentialsUnavailable", str(exc), attempt, rng=runtime.rng))
     try:
-        role = role_arn_for(namespace, service_account, annotations, runtime.identities.oidc_provider_arn)
+        role = role_arn_for(
+            namespace,
+            service_account,
+            annotations,
+            runtime.identities.oidc_provider_arn,
+            accept_ack_annotation=runtime.identities.accept_ack_annotation,
+            operator=runtime.identities.operator,
+        )
     except IdentityProblem as exc:
         return _fail(exc.reason, str(exc))
     return runtime.identities.provider(namespace, service_account, role)

@@ -97,6 +97,22 @@ def add_run_parser(sub: Any) -> None:
         "ServiceAccount is annotated with (env SECRETSTAGE_OIDC_PROVIDER_ARN)",
     )
     p.add_argument(
+        "--accept-ack-role-annotation",
+        action="store_const",
+        const=True,
+        default=None,
+        help="with --oidc-provider-arn, also honour ACK's workload annotation "
+        "pod-identity.alibabacloud.com/role-name on a promotion's ServiceAccount, not only secretstage.io/role-arn; "
+        "anyone who may create promotions in a namespace can then use the RAM role of its workloads "
+        "(env SECRETSTAGE_ACCEPT_ACK_ROLE_ANNOTATION=true)",
+    )
+    p.add_argument(
+        "--operator-service-account",
+        metavar="NS/NAME",
+        help="the operator's own ServiceAccount, which no serviceAccountRef may name (default: the in-cluster "
+        "token's; env SECRETSTAGE_OPERATOR_SERVICE_ACCOUNT)",
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         metavar="PORT",
@@ -259,10 +275,12 @@ async def _operate(settings: Settings, api: Any) -> int:
     from kubernetes import client as k8s
 
     from secretstage import handlers
+    from secretstage.domain.identity import OperatorIdentity
     from secretstage.identities import ServiceAccountIdentities
     from secretstage.kms import CredentialsError, FairGate, TokenBucket, default_provider
-    from secretstage.kms.credentials import sts_endpoint_from_env
+    from secretstage.kms.credentials import ENV_ROLE_ARN, sts_endpoint_from_env
     from secretstage.kms.transport import guarded_client
+    from secretstage.kube import in_cluster_service_account
     from secretstage.kubehttp import KubeHttp
     from secretstage.metrics import Metrics
     from secretstage.reconcile import Runtime, service_account_tokens
@@ -309,6 +327,11 @@ async def _operate(settings: Settings, api: Any) -> int:
             token_source=service_account_tokens(kube),
             http=http,
             on_refresh=metrics.credential_refreshes.inc,
+            accept_ack_annotation=settings.accept_ack_role_annotation,
+            operator=OperatorIdentity(
+                service_account=settings.operator_service_account or in_cluster_service_account(),
+                role_arn=os.environ.get(ENV_ROLE_ARN) or None,
+            ),
         )
     runtime = Runtime(
         user_agent=user_agent,

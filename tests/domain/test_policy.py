@@ -31,6 +31,38 @@ def test_blocked(url: str, allow: tuple[str, ...], needle: str) -> None:
     assert needle in str(endpoint_problem(url, allow))
 
 
+# Hosts under aliyuncs.com that are not KMS: kms.<label>.aliyuncs.com is the OSS bucket "kms" when
+# the label is oss-<region>, and anyone may own that bucket.
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://kms.oss-cn-hangzhou.aliyuncs.com",
+        "https://kms-vpc.oss-cn-hangzhou-internal.aliyuncs.com",
+        "https://kms.oss-accelerate.aliyuncs.com",
+        "https://kms.mybucket-cn-hangzhou.aliyuncs.com",
+        "https://kms.cn-hangzhou.aliyuncs.com\n",
+        "https://kms.cn-hangzhou.aliyuncs.com.",
+    ],
+)
+def test_default_allow_list_admits_only_kms_gateways(url: str) -> None:
+    assert "matches no --endpoint-allow pattern" in str(endpoint_problem(url, DEFAULT_ENDPOINT_ALLOW))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://kms.cn-shanghai-finance-1.aliyuncs.com",
+        "https://kms.cn-north-2-gov-1.aliyuncs.com",
+        "https://kms-vpc.eu-central-1.aliyuncs.com",
+        "https://kms.me-east-1.aliyuncs.com",
+        "https://kms.na-south-1.aliyuncs.com",
+        "https://kms.cn-wuhan-lr.aliyuncs.com",
+    ],
+)
+def test_default_allow_list_admits_every_region_form(url: str) -> None:
+    assert endpoint_problem(url, DEFAULT_ENDPOINT_ALLOW) is None
+
+
 def test_emulator_allowed_explicitly() -> None:
     assert endpoint_problem("http://127.0.0.1:8079", EMULATOR) is None
     assert endpoint_problem("http://127.0.0.1:8079", DEFAULT_ENDPOINT_ALLOW) is not None
@@ -53,6 +85,9 @@ def test_emulator_allowed_explicitly() -> None:
         "[::ffff:a9fe:a9fe]",  # IPv4-mapped IPv6
         "[::ffff:169.254.169.254]",
         "[64:ff9b::a9fe:a9fe]",  # NAT64
+        "[::a9fe:a9fe]",  # IPv4-compatible IPv6 (deprecated, still routed by some stacks)
+        "[::169.254.169.254]",
+        "[::6464:64c8]",  # ::100.100.100.200
         "[2002:a9fe:a9fe::1]",  # 6to4
         "[fe80::1]",
         "[fe80::1%25eth0]",  # with a zone

@@ -37,6 +37,15 @@ def test_arn_region() -> None:
         ({"removeFromVersion": "v2"}, "must differ"),
         ({"endpoint": "https://x.example/path"}, "spec.endpoint"),
         ({"regionId": "Hangzhou"}, "spec.regionId"),
+        # kms.oss-cn-hangzhou.aliyuncs.com is the OSS bucket "kms", not KMS (secretstage.regions)
+        ({"regionId": "oss-cn-hangzhou"}, "spec.regionId"),
+        ({"regionId": "mybucket-cn-hangzhou"}, "spec.regionId"),
+        # `$` lets a trailing newline through; the checks use fullmatch
+        ({"regionId": "cn-hangzhou\n"}, "spec.regionId"),
+        ({"moveToVersion": "v2\n"}, "spec.moveToVersion"),
+        ({"secretName": "app/db\n"}, "spec.secretName"),
+        ({"credentials": {"secretRef": {"name": "kms\n"}}}, "spec.credentials.secretRef.name"),
+        ({"credentials": {"serviceAccountRef": {"name": "promoter\n"}}}, "spec.credentials.serviceAccountRef.name"),
         ({"signature": "MD5"}, "spec.signature"),
         ({"credentials": {}}, "spec.credentials: set exactly one"),
         ({"credentials": {"secretRef": {"name": "k"}, "operatorIdentity": True}}, "spec.credentials: set exactly one"),

@@ -28,7 +28,8 @@ from tests.harness import EmulatorProcess, OperatorProcess, Promotions, conditio
 
 ACCOUNT = "1234567890123456"
 PROVIDER = f"acs:ram::{ACCOUNT}:oidc-provider/ack-rrsa-test"
-ROLE_ANNOTATION = "pod-identity.alibabacloud.com/role-name"
+ROLE_ANNOTATION = "secretstage.io/role-arn"
+ACK_ROLE_ANNOTATION = "pod-identity.alibabacloud.com/role-name"  # honoured only with --accept-ack-role-annotation
 JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")
 
 
@@ -37,6 +38,7 @@ class Tenant:
     namespace: str
     role: str  # role name
     secret: str
+    account: str = "promoter"  # the ServiceAccount its role trusts
 
     @property
     def role_arn(self) -> str:
@@ -44,7 +46,7 @@ class Tenant:
 
     @property
     def subject(self) -> str:
-        return f"system:serviceaccount:{self.namespace}:promoter"
+        return f"system:serviceaccount:{self.namespace}:{self.account}"
 
 
 @dataclass
@@ -56,6 +58,7 @@ class World:
     a: Tenant
     b: Tenant
     issuer: str
+    operator_role: Tenant  # the operator's own: its ServiceAccount in the release namespace, its secret
 
     def sts(self, token: str, role_arn: str) -> dict[str, Any]:
         """AssumeRoleWithOIDC exactly as a client sends it (anonymous, form body)."""
@@ -118,8 +121,10 @@ def make_namespace(core: k8s.CoreV1Api) -> str:
     return name
 
 
-def service_account(core: k8s.CoreV1Api, namespace: str, name: str, role: str | None) -> None:
-    annotations = {ROLE_ANNOTATION: role} if role else None
+def service_account(
+    core: k8s.CoreV1Api, namespace: str, name: str, role_arn: str | None, annotation: str = ROLE_ANNOTATION
+) -> None:
+    annotations = {annotation: role_arn} if role_arn else None
     core.create_namespaced_service_account(
         namespace, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name=name, annotations=annotations))
     )
@@ -152,20 +157,24 @@ def world(cluster: Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory)
     run = uuid.uuid4().hex[:6]
     a = Tenant(ns_a, f"payments-{run}", f"tenant-a-{run}/db")
     b = Tenant(ns_b, f"orders-{run}", f"tenant-b-{run}/db")
-    config = tmp / "identity.json"
-    config.write_text(json.dumps(identity_config(issuer, cluster.env["K8S_CA"], [a, b])))
-    emulator = EmulatorProcess(tmp, "--identity-config", str(config))
     for t in (a, b):
-        service_account(core, t.namespace, "promoter", t.role)
+        service_account(core, t.namespace, "promoter", t.role_arn)
+    # The release namespace is watched too: there a promotion could name the operator's own ServiceAccount.
     release = install_chart(
         cluster,
         "wi",
         release_ns,
-        f"watch.namespaces={{{ns_a},{ns_b}}}",
+        f"watch.namespaces={{{ns_a},{ns_b},{release_ns}}}",
         f"serviceAccountIdentity.oidcProviderArn={PROVIDER}",
         "rbac.aggregateToDefaultRoles=false",
     )
-    kubeconfig = cluster.token_kubeconfig(release_ns, f"{release}-secretstage-operator", tmp / "sa.kubeconfig")
+    own = Tenant(release_ns, f"operator-{run}", f"operator-{run}/db", account=f"{release}-secretstage-operator")
+    # As an RRSA install would have it: the operator's ServiceAccount names the operator's role, which trusts it.
+    cluster.kubectl("-n", release_ns, "annotate", "serviceaccount", own.account, f"{ROLE_ANNOTATION}={own.role_arn}")
+    config = tmp / "identity.json"
+    config.write_text(json.dumps(identity_config(issuer, cluster.env["K8S_CA"], [a, b, own])))
+    emulator = EmulatorProcess(tmp, "--identity-config", str(config))
+    kubeconfig = cluster.token_kubeconfig(release_ns, own.account, tmp / "sa.kubeconfig")
     operator = OperatorProcess(
         tmp,
         kubeconfig,
@@ -174,12 +183,17 @@ def world(cluster: Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory)
         ns_a,
         "--namespace",
         ns_b,
+        "--namespace",
+        release_ns,
         "--oidc-provider-arn",
         PROVIDER,
+        "--operator-service-account",
+        f"{release_ns}/{own.account}",
         name="identity-op",
-        env={"ALIBABA_CLOUD_STS_ENDPOINT": emulator.url},
+        # ack-pod-identity-webhook's variable: the operator's own role
+        env={"ALIBABA_CLOUD_STS_ENDPOINT": emulator.url, "ALIBABA_CLOUD_ROLE_ARN": own.role_arn},
     )
-    world = World(cluster, emulator, operator, Promotions(cluster), a, b, issuer)
+    world = World(cluster, emulator, operator, Promotions(cluster), a, b, issuer, own)
     try:
         yield world
     finally:
@@ -190,7 +204,7 @@ def world(cluster: Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory)
             core.delete_namespace(ns)
     # No token, no STS secret, in any log, status or event (JWT_SHAPE: any JWT at all; CAIS: STS tokens).
     text = operator.log_text() + emulator.process.log_text()
-    for ns in (ns_a, ns_b):
+    for ns in (ns_a, ns_b, release_ns):
         text += world.promotions.all_text(ns)
     assert "serviceAccountRef=on" in text  # the scan below read the real operator's output
     assert not JWT_SHAPE.search(text), JWT_SHAPE.search(text)
@@ -235,7 +249,7 @@ def test_a_tenant_cannot_name_another_tenants_service_account(world: World) -> N
     a, b = world.a, world.b
     before = len(world.sts_history())
     spec = spec_for(world.emulator, b.secret, moveToVersion="v2", credentials={"serviceAccountRef": {"name": "b-only"}})
-    service_account(k8s.CoreV1Api(world.cluster.api), b.namespace, "b-only", b.role)
+    service_account(k8s.CoreV1Api(world.cluster.api), b.namespace, "b-only", b.role_arn)
     world.emulator.seed(b.secret, "v1", "v2")
     world.promotions.create(a.namespace, "borrow", spec)
     obj = world.promotions.wait_phase(a.namespace, "borrow", "Pending", timeout=60)
@@ -248,7 +262,7 @@ def test_a_tenant_cannot_name_another_tenants_service_account(world: World) -> N
 def test_a_tenant_cannot_assume_another_tenants_role(world: World) -> None:
     """A annotates its own ServiceAccount with B's role: STS refuses, B's trust policy names B's subject."""
     a, b = world.a, world.b
-    service_account(k8s.CoreV1Api(world.cluster.api), a.namespace, "impostor", b.role)
+    service_account(k8s.CoreV1Api(world.cluster.api), a.namespace, "impostor", b.role_arn)
     secret = b.secret + "-impostor"
     obj = promote(world, a, "impostor", secret, account="impostor")
     assert obj["status"]["phase"] == "Failed", obj["status"]
@@ -273,6 +287,40 @@ def test_a_service_account_without_a_role_fails_with_the_fix(world: World) -> No
     obj = promote(world, world.a, "plain", world.a.secret + "-plain", account="plain")
     assert condition(obj, "Succeeded")["reason"] == "ServiceAccountHasNoRole", obj["status"]
     assert ROLE_ANNOTATION in condition(obj, "Succeeded")["message"]
+
+
+def test_the_operators_own_service_account_cannot_be_borrowed(world: World) -> None:
+    """Issue 22, finding 1: in the release namespace (watched, not allowed the operator's identity), a
+    promotion names the operator's ServiceAccount. Its role trusts exactly that subject, so STS would
+    hand it over; the operator refuses before asking for a token."""
+    own = world.operator_role
+    before = len(world.sts_history())
+    obj = promote(world, own, "borrow-operator", own.secret, account=own.account)
+    assert obj["status"]["phase"] == "Failed", obj["status"]
+    assert condition(obj, "Succeeded")["reason"] == "OperatorIdentityNotAllowed", obj["status"]
+    assert "operator's own ServiceAccount" in condition(obj, "Succeeded")["message"]
+    assert world.sts_history()[before:] == []
+    assert world.emulator.holder(own.secret, "ACSCurrent") == "v1"
+
+
+def test_a_service_account_naming_the_operators_role_is_refused(world: World) -> None:
+    own, a = world.operator_role, world.a
+    service_account(k8s.CoreV1Api(world.cluster.api), a.namespace, "borrower", own.role_arn)
+    before = len(world.sts_history())
+    obj = promote(world, a, "borrow-role", own.secret + "-role", account="borrower")
+    assert condition(obj, "Succeeded")["reason"] == "OperatorIdentityNotAllowed", obj["status"]
+    assert world.sts_history()[before:] == []
+
+
+def test_acks_workload_annotation_is_not_honoured_by_default(world: World) -> None:
+    """ACK's annotation names the role of the namespace's pods; by default it gives promotions nothing."""
+    a = world.a
+    service_account(k8s.CoreV1Api(world.cluster.api), a.namespace, "web", a.role, annotation=ACK_ROLE_ANNOTATION)
+    before = len(world.sts_history())
+    obj = promote(world, a, "ack-annotation", a.secret + "-ack", account="web")
+    assert condition(obj, "Succeeded")["reason"] == "ServiceAccountHasNoRole", obj["status"]
+    assert "--accept-ack-role-annotation" in condition(obj, "Succeeded")["message"]
+    assert world.sts_history()[before:] == []
 
 
 def test_sts_refuses_wrong_audience_expired_and_forged_tokens(world: World) -> None:

@@ -78,6 +78,8 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     control_plane("build", "--with-node", env=env, timeout=3600)
     bin_dir = control_plane("bin-dir", env=env, timeout=30).strip()
     subprocess.run(["bash", str(ROOT / "hack" / "node.sh"), "deps"], check=True, capture_output=True, timeout=900)
+    # a node an earlier, killed run abandoned would otherwise count as this one's footprint
+    subprocess.run(["bash", str(ROOT / "hack" / "node.sh"), "reclaim"], check=True, env=env, timeout=300)
     before = host_footprint()
     with dedicated_control_plane(state, bin_dir, "--with-node", up_timeout=600, down_timeout=300) as (node, _):
         yield node

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from secretstage.netpolicy import host_problem, names_loopback
+from secretstage.regions import REGION
 
-DEFAULT_ENDPOINT_ALLOW = (r"https://kms(-vpc)?\.[a-z0-9-]+\.aliyuncs\.com",)
+# The shared gateways of a region (secretstage.regions: why the region's form matters here too).
+DEFAULT_ENDPOINT_ALLOW = (rf"https://kms(-vpc)?\.{REGION}\.aliyuncs\.com",)
 
 
 # A pattern in which every "." is escaped (\.), inside a [class], or a wildcard with a quantifier (.*, .+).

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from secretstage.regions import REGION_ID
+
 ACS_CURRENT = "ACSCurrent"
 ACS_PREVIOUS = "ACSPrevious"
 SYSTEM_STAGES = (ACS_CURRENT, ACS_PREVIOUS)
@@ -21,7 +23,6 @@ SECRET_NAME = r"^[A-Za-z0-9_/+=.@-]{1,192}$"
 SECRET_ARN = r"^acs:kms:[a-z0-9-]{1,32}:[0-9]{1,32}:secret/[A-Za-z0-9_/+=.@-]{1,192}$"
 STAGE = r"^[A-Za-z0-9_.-]{1,64}$"
 VERSION_ID = r"^[A-Za-z0-9_.-]{1,64}$"
-REGION_ID = r"^[a-z]{2,4}(-[a-z0-9]{1,16}){1,3}$"
 ENDPOINT = r"^https?://[A-Za-z0-9.:\[\]-]{1,253}/?$"
 K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 
@@ -87,7 +88,7 @@ def _text(
     if not isinstance(value, str):
         problems.append(Problem(path, f"must be a string; {hint}"))
         return None
-    if not re.match(pattern, value):
+    if not re.fullmatch(pattern, value):
         shown = value if len(value) <= 80 else value[:77] + "..."
         problems.append(Problem(path, f"{shown!r} is not valid; {hint}"))
         return None
@@ -105,7 +106,7 @@ def _reference(creds: Mapping[str, Any], key: str, what: str, problems: list[Pro
         )
         return None
     name = ref.get("name")
-    if not (isinstance(name, str) and re.match(K8S_NAME, name)):
+    if not (isinstance(name, str) and re.fullmatch(K8S_NAME, name)):
         problems.append(Problem(f"spec.credentials.{key}.name", f"must be the name of {what} in this namespace"))
         return None
     return name
@@ -116,7 +117,7 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
     problems: list[Problem] = []
     name = spec.get("secretName")
     secret_name = None
-    if isinstance(name, str) and (re.match(SECRET_NAME, name) or re.match(SECRET_ARN, name)):
+    if isinstance(name, str) and (re.fullmatch(SECRET_NAME, name) or re.fullmatch(SECRET_ARN, name)):
         secret_name = name
     else:
         problems.append(
@@ -231,7 +232,7 @@ def _after_success(value: Any, problems: list[Problem]) -> tuple[tuple[tuple[str
     for i, item in enumerate(value.get("restart") or []):
         kind = item.get("kind") if isinstance(item, Mapping) else None
         name = item.get("name") if isinstance(item, Mapping) else None
-        if kind not in WORKLOAD_KINDS or not (isinstance(name, str) and re.match(K8S_NAME, name)):
+        if kind not in WORKLOAD_KINDS or not (isinstance(name, str) and re.fullmatch(K8S_NAME, name)):
             problems.append(
                 Problem(
                     f"spec.afterSuccess.restart[{i}]",
@@ -243,7 +244,7 @@ def _after_success(value: Any, problems: list[Problem]) -> tuple[tuple[tuple[str
     refresh: list[str] = []
     for i, item in enumerate(value.get("refreshExternalSecrets") or []):
         name = item.get("name") if isinstance(item, Mapping) else None
-        if not (isinstance(name, str) and re.match(K8S_NAME, name)):
+        if not (isinstance(name, str) and re.fullmatch(K8S_NAME, name)):
             problems.append(
                 Problem(
                     f"spec.afterSuccess.refreshExternalSecrets[{i}].name",

@@ -7,14 +7,14 @@ import string
 from urllib.parse import urlsplit
 
 from secretstage.kms.errors import ConfigurationError
-
-REGION_PATTERN = re.compile(r"^[a-z]{2,4}(-[a-z0-9]+){1,3}$")
+from secretstage.regions import GEOGRAPHIES, REGION, is_region
 
 
 def validate_region(region: str, *, field: str = "regionId") -> str:
-    if not REGION_PATTERN.match(region):
+    if not is_region(region):
         raise ConfigurationError(
-            f"{field} {region!r} is not an Alibaba Cloud region ID; use the form cn-hangzhou or ap-southeast-1"
+            f"{field} {region!r} is not an Alibaba Cloud region ID; use the form cn-hangzhou or ap-southeast-1 "
+            f"(it starts with one of {', '.join(GEOGRAPHIES)}); for anything else give the endpoint URL"
         )
     return region
 
@@ -45,14 +45,14 @@ def kms_endpoint(region: str, *, template: str = PUBLIC_TEMPLATE) -> str:
     return template.format(regionId=region)
 
 
-_GATEWAY_HOST = re.compile(r"^kms(?:-vpc)?\.([a-z]{2,4}(?:-[a-z0-9]+){1,3})\.aliyuncs\.com$")
+_GATEWAY_HOST = re.compile(rf"kms(?:-vpc)?\.({REGION})\.aliyuncs\.com")
 
 
 def region_of(endpoint: str) -> str | None:
     """The region a KMS gateway URL serves (public ``kms.<region>`` or VPC ``kms-vpc.<region>``),
     else None: for any other host (a dedicated instance, a proxy, the emulator) it is not known."""
     host = (urlsplit(endpoint.strip()).hostname or "").lower().rstrip(".")
-    match = _GATEWAY_HOST.match(host)
+    match = _GATEWAY_HOST.fullmatch(host)
     return match.group(1) if match else None
 
 
