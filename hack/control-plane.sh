@@ -295,9 +295,7 @@ cmd_up() {
       --enable-admission-plugins NodeRestriction
       --kubelet-client-certificate "$STATE/pki/apiserver-kubelet-client.crt"
       --kubelet-client-key "$STATE/pki/apiserver-kubelet-client.key")
-    # untaint a Ready node, publish kube-root-ca.crt (ServiceAccount token volumes), Deployments, Services;
-    # each controller with its own ServiceAccount and bootstrap role, as in a real cluster (with one
-    # identity for all, kube-controller-manager's own role lacks what these controllers need)
+    # untaint a Ready node, publish kube-root-ca.crt (ServiceAccount token volumes), Deployments, Services
     kcm_node=",node-lifecycle-controller,root-ca-certificate-publisher-controller,replicaset-controller"
     kcm_node+=",deployment-controller,endpointslice-controller,endpoints-controller,pod-garbage-collector-controller"
   else
@@ -328,12 +326,15 @@ cmd_up() {
     || { tail -30 "$STATE/kube-apiserver.log" >&2; exit 1; }
   write_kubeconfig "$STATE/admin.kubeconfig" admin "$STATE/pki/admin.crt" "$STATE/pki/admin.key"
   write_kubeconfig "$STATE/kcm.kubeconfig" kcm "$STATE/pki/kcm.crt" "$STATE/pki/kcm.key"
+  # clusterrole-aggregation: the built-in admin/edit/view roles gather the rules labelled into them (the
+  # chart's are). Each controller with its own ServiceAccount and bootstrap role, as in a real cluster
+  # (kube-controller-manager's own role lacks what these controllers need).
   start_bg "$STATE" kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig "$STATE/kcm.kubeconfig" --authentication-kubeconfig "$STATE/kcm.kubeconfig" \
     --authorization-kubeconfig "$STATE/kcm.kubeconfig" --leader-elect=false --secure-port 0 \
-    --controllers "garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller$kcm_node" \
+    --controllers "garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller$kcm_node" \
     --service-account-private-key-file "$STATE/pki/sa.key" --root-ca-file "$STATE/pki/ca.crt" \
-    --use-service-account-credentials="$WITH_NODE"
+    --use-service-account-credentials=true
   export KUBECONFIG=$STATE/admin.kubeconfig
   wait_for "namespace default" 30 "$BIN/kubectl" get ns default -o name || exit 1
   wait_for "ServiceAccount default/default (kube-controller-manager)" 60 "$BIN/kubectl" -n default get sa default -o name \

@@ -39,12 +39,15 @@ WORKLOAD_RESOURCES = {"Deployment": "deployments", "StatefulSet": "statefulsets"
 def _failure(kind: str, name: str, namespace: str, exc: KubeCallFailed) -> FollowUp:
     if exc.status == 404:
         return FollowUp(kind, name, "NotFound", f"{kind} {namespace}/{name} not found; nothing restarted or refreshed")
+    if exc.status == 403 and "ValidatingAdmissionPolicy" in exc.message:  # the chart's: this patch, not RBAC
+        return FollowUp(kind, name, "Forbidden", f"patching {kind} {namespace}/{name} was refused: {exc.message}")
     if exc.status == 403:
         return FollowUp(
             kind,
             name,
             "Forbidden",
-            f"the operator may not patch {kind} {namespace}/{name}; enable it in the chart (afterSuccess.*)",
+            f"the operator may not patch {kind} {namespace}/{name}; enable it in the chart (afterSuccess.*; "
+            "with rbac.tenantAccess=optIn the namespace must also have opted in)",
         )
     return FollowUp(kind, name, "Error", f"patching {kind} {namespace}/{name} failed: HTTP {exc.status}")
 

@@ -26,6 +26,16 @@ PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
 ALLOWED_TYPES = ("", "Opaque")
 
 
+def not_granted(namespace: str) -> str:
+    """What a 403 in a tenant's namespace means, and who fixes it (with the chart's rbac.tenantAccess=optIn)."""
+    return (
+        f"the operator is not granted namespace {namespace}: its admins opt in by binding the chart's ClusterRole "
+        "<release>-secretstage-operator-tenant to the operator's ServiceAccount there (kubectl create rolebinding "
+        f"secretstage-operator -n {namespace} --clusterrole=... --serviceaccount=...; docs/install.md, "
+        '"Shared clusters")'
+    )
+
+
 class CredentialsNotFound(Exception):
     """The Secret does not exist (yet): wait for it."""
 
@@ -91,7 +101,10 @@ async def read_credentials(kube: KubeHttp, namespace: str, name: str) -> Credent
                 f"Secret {namespace}/{name} not found; create it with keys AccessKeyId "
                 "and AccessKeySecret (and SecurityToken for STS credentials)"
             ) from None
-        raise CredentialsUnavailable(f"cannot read Secret {namespace}/{name}: HTTP {exc.status} {exc.reason}") from None
+        raise CredentialsUnavailable(
+            f"cannot read Secret {namespace}/{name}: HTTP {exc.status} {exc.reason}"
+            + (f"; {not_granted(namespace)}" if exc.status == 403 else "")
+        ) from None
     except Exception as exc:  # connection errors and the like: transient
         raise CredentialsUnavailable(f"cannot read Secret {namespace}/{name}: {type(exc).__name__}") from None
     return credentials_from_secret(secret)
@@ -112,7 +125,7 @@ async def read_service_account_annotations(kube: KubeHttp, namespace: str, name:
             ) from None
         raise CredentialsUnavailable(
             f"cannot read ServiceAccount {namespace}/{name}: HTTP {exc.status} {exc.reason}"
-            + (" (the operator needs get on serviceaccounts in this namespace)" if exc.status == 403 else "")
+            + (f"; {not_granted(namespace)}" if exc.status == 403 else "")
         ) from None
     except Exception as exc:
         raise CredentialsUnavailable(f"cannot read ServiceAccount {namespace}/{name}: {type(exc).__name__}") from None
@@ -135,7 +148,7 @@ async def request_token(kube: KubeHttp, namespace: str, name: str, audience: str
         )
     except KubeCallFailed as exc:
         hint = {
-            403: "; the operator needs create on serviceaccounts/token in this namespace",
+            403: f"; {exc.message}" if "ValidatingAdmissionPolicy" in exc.message else f"; {not_granted(namespace)}",
             404: "; it no longer exists",
         }.get(exc.status or 0, "")
         raise CredentialsError(

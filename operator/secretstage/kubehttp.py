@@ -36,9 +36,20 @@ MERGE_PATCH = "application/merge-patch+json"
 class KubeCallFailed(Exception):
     """The API server answered with an error status; ``status`` is its HTTP status code."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, message: str = "") -> None:
         super().__init__(f"HTTP {status} {reason}")
         self.status, self.reason = status, reason
+        #: the API server's own explanation (metav1.Status.message): names and rules, never a value
+        self.message = message
+
+
+def _status_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    message = body.get("message") if isinstance(body, dict) else None
+    return message[:400] if isinstance(message, str) else ""
 
 
 class _ConfiguredToken(httpx.Auth):
@@ -106,7 +117,7 @@ class KubeHttp:
             response = await self.client.request(method, url, json=json, headers=headers)
         log.debug("%s %s -> HTTP %d", method, url, response.status_code)  # paths only: never a body
         if response.status_code >= 400:
-            raise KubeCallFailed(response.status_code, response.reason_phrase)
+            raise KubeCallFailed(response.status_code, response.reason_phrase, _status_message(response))
         answer: dict[str, Any] = response.json()
         return answer
 

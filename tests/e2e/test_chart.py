@@ -85,6 +85,18 @@ def test_helm_lint(cluster: Cluster) -> None:
         ),
         pytest.param(["--set", "metrics.enabled=false"], id="metrics-off"),
         pytest.param(
+            [
+                "--set",
+                "rbac.tenantAccess=optIn",
+                "--set",
+                "serviceAccountIdentity.oidcProviderArn=" + OIDC_PROVIDER,
+                "--set",
+                "afterSuccess.restartWorkloads=true",
+            ],
+            id="tenant-opt-in",
+        ),
+        pytest.param(["--set", "rbac.admissionPolicies.enabled=false"], id="no-admission-policies"),
+        pytest.param(
             ["--set", "networkPolicy.enabled=true", "--set", "image.digest=sha256:" + "a" * 64, *TEST_HOOK],
             id="netpol-digest-test-hook",
         ),
@@ -177,6 +189,81 @@ def test_service_account_tokens_only_with_service_account_identity_and_only_wher
     assert env["ALIBABA_CLOUD_STS_ENDPOINT"] == "https://sts-vpc.cn-hangzhou.aliyuncs.com"
 
 
+def rules_of(docs: list[dict[str, Any]], kind: str, name: str) -> list[dict[str, Any]]:
+    return list(next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)["rules"])
+
+
+TENANT_RULES = [
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
+    {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"], "verbs": ["patch"]},
+    {"apiGroups": ["external-secrets.io"], "resources": ["externalsecrets"], "verbs": ["patch"]},
+]
+ALL_TENANT_FEATURES = (
+    "--set",
+    "serviceAccountIdentity.oidcProviderArn=" + OIDC_PROVIDER,
+    "--set",
+    "afterSuccess.restartWorkloads=true",
+    "--set",
+    "afterSuccess.refreshExternalSecrets=true",
+)
+
+
+def test_rbac_modes(cluster: Cluster) -> None:
+    # cluster (default): the chart grants the tenant rules with the promotion rules; patch only, never get
+    docs = render(cluster, *ALL_TENANT_FEATURES)
+    operator_rules = rules_of(docs, "ClusterRole", "r-secretstage-operator")
+    assert operator_rules[3:] == TENANT_RULES
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-tenant")]
+    # optIn: the chart's own binding carries no tenant rule; they wait, unbound, in <fullname>-tenant
+    docs = render(cluster, *ALL_TENANT_FEATURES, "--set", "rbac.tenantAccess=optIn")
+    operator_rules = rules_of(docs, "ClusterRole", "r-secretstage-operator")
+    assert [r["resources"] for r in operator_rules] == [
+        ["secretstagepromotions"],
+        ["secretstagepromotions/status"],
+        ["events"],
+    ]
+    assert rules_of(docs, "ClusterRole", "r-secretstage-operator-tenant") == TENANT_RULES
+    bound = {d["roleRef"]["name"] for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")}
+    assert "r-secretstage-operator-tenant" not in bound
+    bind = next(d for d in docs if d["metadata"]["name"] == "r-secretstage-operator-tenant-bind")
+    assert bind["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert bind["rules"] == [
+        {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "resources": ["clusterroles"],
+            "resourceNames": ["r-secretstage-operator-tenant"],
+            "verbs": ["bind"],
+        }
+    ]
+    # optIn with a watch list: the Roles in those namespaces carry the promotion rules only
+    docs = render(cluster, *ALL_TENANT_FEATURES, "--set", "rbac.tenantAccess=optIn", "--set", "watch.namespaces={a}")
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] == "a")
+    assert [r["resources"] for r in role["rules"]] == [r["resources"] for r in operator_rules]
+
+
+def test_admission_policies(cluster: Cluster) -> None:
+    docs = render(cluster, *ALL_TENANT_FEATURES, "--set", "rbac.admissionPolicies.tokenDeniedNamespaces={kube-system}")
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"}
+    bindings = {d["spec"]["policyName"]: d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"}
+    assert set(policies) == set(bindings) == {"r-secretstage-operator-tokens", "r-secretstage-operator-after-success"}
+    assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings.values())
+    for policy in policies.values():
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        assert policy["spec"]["matchConditions"] == [
+            {
+                "name": "the-operator",
+                "expression": "request.userInfo.username == "
+                "'system:serviceaccount:secretstage-system:r-secretstage-operator'",
+            }
+        ]
+    tokens = policies["r-secretstage-operator-tokens"]["spec"]["validations"]
+    assert tokens[0]["expression"] == "object.spec.audiences == ['sts.aliyuncs.com']"
+    assert tokens[2]["expression"] == '!(request.namespace in ["kube-system"])'
+    assert not [d for d in render(cluster, "--set", "rbac.admissionPolicies.enabled=false") if "Admission" in d["kind"]]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -197,6 +284,8 @@ def test_service_account_tokens_only_with_service_account_identity_and_only_wher
             "operator.endpointAllow: \"https://kms.cn-hangzhou.aliyuncs.com\" has an unescaped '.'",
         ),
         (["--set", "operator.kmsEndpointTemplate=ftp://kms"], "/operator/kmsEndpointTemplate"),
+        (["--set", "rbac.tenantAccess=perNamespace"], "/rbac/tenantAccess"),
+        (["--set", "operator.defaultRegion=oss-cn-hangzhou"], "/operator/defaultRegion"),
         (["--set", "operator.extraArgs={-v}"], "/operator/extraArgs/0"),
         (
             [*TEST_HOOK, "--set", "watch.namespaces={a}", "--set", "tests.namespace=b"],

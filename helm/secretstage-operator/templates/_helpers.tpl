@@ -58,8 +58,8 @@ app.kubernetes.io/part-of: secretstage-operator
 {{- end }}
 {{- end }}
 
-{{/* The rules the operator needs in every watched namespace (or cluster-wide). */}}
-{{- define "secretstage.watchRules" -}}
+{{/* What the operator needs to serve promotions: read them, write their status, post Events. */}}
+{{- define "secretstage.promotionRules" -}}
 - apiGroups: ["secretstage.io"]
   resources: ["secretstagepromotions"]
   verbs: ["get", "list", "watch"]
@@ -69,6 +69,14 @@ app.kubernetes.io/part-of: secretstage-operator
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end }}
+
+{{/*
+What the operator does with a tenant's own objects: read its credentials Secret, a ServiceAccount's role
+annotation and an STS token of it, patch its afterSuccess targets. With rbac.tenantAccess=optIn these live
+in the unbound ClusterRole <fullname>-tenant that a namespace's admins bind to the operator.
+*/}}
+{{- define "secretstage.tenantRules" -}}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
@@ -84,13 +92,26 @@ app.kubernetes.io/part-of: secretstage-operator
 {{- if .Values.afterSuccess.restartWorkloads }}
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 {{- end }}
 {{- if .Values.afterSuccess.refreshExternalSecrets }}
 - apiGroups: ["external-secrets.io"]
   resources: ["externalsecrets"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 {{- end }}
+{{- end }}
+
+{{/* The rules of the chart's own Role/ClusterRole in the watched namespaces. */}}
+{{- define "secretstage.watchRules" -}}
+{{ include "secretstage.promotionRules" . }}
+{{- if eq .Values.rbac.tenantAccess "cluster" }}
+{{ include "secretstage.tenantRules" . }}
+{{- end }}
+{{- end }}
+
+{{/* The operator's ServiceAccount as a user name, what admission sees. */}}
+{{- define "secretstage.username" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "secretstage.serviceAccountName" . }}
 {{- end }}
 
 {{/*
