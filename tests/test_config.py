@@ -50,6 +50,9 @@ def test_env_and_flags() -> None:
             {},
             "do not pass the endpoint allow-list; add a pattern",
         ),
+        ({}, {"SECRETSTAGE_DEFAULT_REGION": "oss-cn-hangzhou"}, "--default-region / SECRETSTAGE_DEFAULT_REGION"),
+        ({"operator_service_account": "secretstage-operator"}, {}, "is not NAMESPACE/NAME"),
+        ({}, {"SECRETSTAGE_ACCEPT_ACK_ROLE_ANNOTATION": "maybe"}, "SECRETSTAGE_ACCEPT_ACK_ROLE_ANNOTATION='maybe'"),
     ],
 )
 def test_bad_settings_name_the_flag(cli: dict[str, object], env: dict[str, str], needle: str) -> None:
@@ -81,3 +84,14 @@ def test_region_endpoint_template(given: str | None, allow: list[str], cn_hangzh
 def test_an_allow_list_of_explicit_endpoints_only_keeps_the_default_template(env: dict[str, str]) -> None:
     settings = from_sources({"endpoint_allow": [r"http://127\.0\.0\.1:8079"]}, env)
     assert settings.kms_endpoint_template == "https://kms.{regionId}.aliyuncs.com"
+
+
+def test_tenant_isolation_settings() -> None:
+    settings = from_sources(
+        {"operator_service_account": "secretstage-system/secretstage-operator"},
+        {"SECRETSTAGE_ACCEPT_ACK_ROLE_ANNOTATION": "true", "SECRETSTAGE_DEFAULT_REGION": "cn-shanghai-finance-1"},
+    )
+    assert settings.operator_service_account == ("secretstage-system", "secretstage-operator")
+    assert settings.accept_ack_role_annotation is True
+    assert settings.default_region == "cn-shanghai-finance-1"
+    assert from_sources({}, {}).accept_ack_role_annotation is False

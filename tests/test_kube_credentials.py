@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from secretstage.kube import CredentialsInvalid, credentials_from_secret
+from secretstage.kube import CredentialsInvalid, credentials_from_secret, in_cluster_service_account
 
 GOOD = {"AccessKeyId": "LTAI5tExample", "AccessKeySecret": "s3cr3t-value-xyz"}
 
@@ -68,3 +70,14 @@ def test_the_api_server_client_sends_the_kubeconfig_token(tmp_path: Any) -> None
     flow = kube.client.auth.sync_auth_flow(request)  # type: ignore[union-attr]
     assert next(flow).headers["Authorization"] == "Bearer t0ken"
     assert isinstance(kube.client, httpx.AsyncClient)
+
+
+def test_the_operators_own_service_account_is_read_from_its_token(tmp_path: Path) -> None:
+    claims = {"sub": "system:serviceaccount:secretstage-system:secretstage-operator", "aud": ["https://kubernetes"]}
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    token = tmp_path / "token"
+    token.write_text(f"eyJhbGciOiJSUzI1NiJ9.{payload}.c2ln\n")
+    assert in_cluster_service_account(str(token)) == ("secretstage-system", "secretstage-operator")
+    assert in_cluster_service_account(str(tmp_path / "absent")) is None
+    token.write_text("not a token")
+    assert in_cluster_service_account(str(token)) is None

@@ -114,3 +114,16 @@ def test_the_chart_and_the_operator_refuse_the_same_endpoint_patterns() -> None:
     in_chart = re.search(r"regexMatch `\^(.*)\$` \.", helpers)
     assert in_chart is not None
     assert in_chart.group(1) == policy._DOTS_MEANT.pattern
+
+
+def test_the_flags_table_names_every_flag_of_secretstage_run_and_no_other() -> None:
+    import argparse
+
+    from secretstage.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    run = commands.choices["run"]
+    flags = {o for a in run._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+    table = set(re.findall(r"^\| `(--[a-z-]+)", (ROOT / "docs" / "operator.md").read_text(), re.M))
+    assert flags - table == set(), "flags docs/operator.md does not name"
+    assert table - flags == set(), "flags docs/operator.md names that `secretstage run` does not have"
