@@ -320,6 +320,32 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
 
 
+EXTERNAL_SECRETS_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "externalsecrets.external-secrets.io"},
+    "spec": {
+        "group": "external-secrets.io",
+        "scope": "Namespaced",
+        "names": {"kind": "ExternalSecret", "plural": "externalsecrets", "singular": "externalsecret"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }
+        ],
+    },
+}
+
+
+def install_external_secrets_crd(cluster: Cluster) -> None:
+    """External Secrets Operator's ExternalSecret kind (its CRD only: what afterSuccess patches)."""
+    cluster.apply(EXTERNAL_SECRETS_CRD)
+    cluster.kubectl("wait", "--for=condition=Established", "crd/externalsecrets.external-secrets.io")
+
+
 def install_crd(cluster: Cluster) -> None:
     cluster.kubectl("apply", "-f", str(CRD_FILE))
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")

@@ -19,7 +19,7 @@ from kubernetes import client as k8s
 
 from tests import lua_support
 from tests.cluster import Cluster
-from tests.harness import EmulatorProcess, OperatorProcess, Promotions, condition
+from tests.harness import EmulatorProcess, OperatorProcess, Promotions, condition, install_external_secrets_crd
 from tests.support import ROOT, wait_for
 
 EXAMPLES = ROOT / "examples"
@@ -121,27 +121,7 @@ def test_argocd_example_as_posted_hook_with_after_success(
 def test_external_secret_refresh(
     cluster: Cluster, example_operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
 ) -> None:
-    cluster.apply(
-        {
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": "externalsecrets.external-secrets.io"},
-            "spec": {
-                "group": "external-secrets.io",
-                "scope": "Namespaced",
-                "names": {"kind": "ExternalSecret", "plural": "externalsecrets", "singular": "externalsecret"},
-                "versions": [
-                    {
-                        "name": "v1",
-                        "served": True,
-                        "storage": True,
-                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-                    }
-                ],
-            },
-        }
-    )
-    cluster.kubectl("wait", "--for=condition=Established", "crd/externalsecrets.external-secrets.io")
+    install_external_secrets_crd(cluster)
     cluster.apply(
         {
             "apiVersion": "external-secrets.io/v1",

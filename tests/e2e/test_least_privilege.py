@@ -19,28 +19,18 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.cluster import Cluster
-from tests.harness import EmulatorProcess, OperatorProcess, Promotions, condition, install_chart, spec_for
+from tests.harness import (
+    EmulatorProcess,
+    OperatorProcess,
+    Promotions,
+    condition,
+    install_chart,
+    install_external_secrets_crd,
+    spec_for,
+)
 
 PROVIDER = "acs:ram::1234567890123456:oidc-provider/ack-rrsa-test"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-ESO_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "externalsecrets.external-secrets.io"},
-    "spec": {
-        "group": "external-secrets.io",
-        "scope": "Namespaced",
-        "names": {"kind": "ExternalSecret", "plural": "externalsecrets", "singular": "externalsecret"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            }
-        ],
-    },
-}
 
 
 @dataclass
@@ -150,8 +140,7 @@ def tenant_objects(cluster: Cluster, namespace: str) -> None:
 
 @pytest.fixture(scope="module")
 def external_secrets(cluster: Cluster) -> None:
-    cluster.apply(ESO_CRD)
-    cluster.kubectl("wait", "--for=condition=Established", "crd/externalsecrets.external-secrets.io")
+    install_external_secrets_crd(cluster)
 
 
 AFTER_SUCCESS = ("afterSuccess.restartWorkloads=true", "afterSuccess.refreshExternalSecrets=true")

@@ -60,6 +60,18 @@ def _tokens(bad_namespace: str) -> Callable[[str, str], TokenSource]:
     return source
 
 
+def _cache(
+    kms: RunningEmulator, tokens: Callable[[str, str], TokenSource], *, total: int, per_namespace: int
+) -> ServiceAccountIdentities:
+    return ServiceAccountIdentities(
+        oidc_provider_arn=PROVIDER,
+        sts_endpoint=kms.url,
+        token_source=tokens,
+        max_sessions=total,
+        max_per_namespace=per_namespace,
+    )
+
+
 async def test_one_tenant_cannot_push_out_anothers_sessions(kms: RunningEmulator) -> None:
     asked: list[str] = []
     good = _tokens(bad_namespace="none")
@@ -73,9 +85,7 @@ async def test_one_tenant_cannot_push_out_anothers_sessions(kms: RunningEmulator
 
         return token
 
-    identities = ServiceAccountIdentities(
-        oidc_provider_arn=PROVIDER, sts_endpoint=kms.url, token_source=counting, max_sessions=64, max_per_namespace=8
-    )
+    identities = _cache(kms, counting, total=64, per_namespace=8)
     victim = identities.provider("payments", "promoter", ROLE)
     await victim.get()
     # a tenant with a ServiceAccount and a promotion for every slot of the whole cache, and more
@@ -88,13 +98,7 @@ async def test_one_tenant_cannot_push_out_anothers_sessions(kms: RunningEmulator
 
 
 async def test_many_noisy_namespaces_push_out_each_other_first(kms: RunningEmulator) -> None:
-    identities = ServiceAccountIdentities(
-        oidc_provider_arn=PROVIDER,
-        sts_endpoint=kms.url,
-        token_source=_tokens(bad_namespace="none"),
-        max_sessions=16,
-        max_per_namespace=8,
-    )
+    identities = _cache(kms, _tokens(bad_namespace="none"), total=16, per_namespace=8)
     victim = identities.provider("payments", "promoter", ROLE)
     await victim.get()
     for tenant in range(4):  # four namespaces of one tenant, eight ServiceAccounts each
@@ -105,13 +109,7 @@ async def test_many_noisy_namespaces_push_out_each_other_first(kms: RunningEmula
 
 
 async def test_only_successful_exchanges_are_cached(kms: RunningEmulator) -> None:
-    identities = ServiceAccountIdentities(
-        oidc_provider_arn=PROVIDER,
-        sts_endpoint=kms.url,
-        token_source=_tokens(bad_namespace="noisy"),
-        max_sessions=4,
-        max_per_namespace=4,
-    )
+    identities = _cache(kms, _tokens(bad_namespace="noisy"), total=4, per_namespace=4)
     for i in range(3):
         await identities.provider("payments", f"promoter-{i}", ROLE).get()
     for i in range(100):  # roles that STS refuses (here: a token it cannot parse)
