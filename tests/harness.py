@@ -158,6 +158,21 @@ class EmulatorProcess:
         asyncio.run(run())
         return name
 
+    def move(self, name: str, stage: str, to: str, remove_from: str) -> None:
+        """One UpdateSecretVersionStage, as another pipeline would make it (test set-up)."""
+
+        async def run() -> None:
+            creds = StaticProvider(Credentials(E2E_KEY_ID, E2E_KEY_SECRET, E2E_TOKEN))
+            async with (
+                httpx.AsyncClient(verify=self.verify, timeout=10) as http,
+                KmsClient(endpoint=self.url, credentials=creds, http=http) as client,
+            ):
+                await client.update_secret_version_stage(
+                    name, stage, move_to_version=to, remove_from_version=remove_from or None
+                )
+
+        asyncio.run(run())
+
     def arn(self, name: str) -> str:
         """The secret's ARN, as DescribeSecret gives it."""
 

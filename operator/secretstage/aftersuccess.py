@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from secretstage.domain.gate import VERSION_ANNOTATION  # the version the restarted pods read: the gate counts by it
 from secretstage.kubehttp import MERGE_PATCH, KubeCallFailed, KubeHttp, path
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
@@ -65,8 +66,11 @@ async def _patch(
     return None
 
 
-async def restart_workload(kube: KubeHttp, namespace: str, kind: str, name: str, now: str) -> FollowUp:
-    patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
+async def restart_workload(
+    kube: KubeHttp, namespace: str, kind: str, name: str, now: str, version: str | None = None
+) -> FollowUp:
+    annotations = {RESTARTED_AT: now, **({VERSION_ANNOTATION: version} if version else {})}
+    patch = {"spec": {"template": {"metadata": {"annotations": annotations}}}}
     url = path("apis", "apps", "v1", "namespaces", namespace, WORKLOAD_RESOURCES[kind], name)
     failed = await _patch(kube, namespace, kind, name, url, patch)
     return failed or FollowUp(kind, name, "Restarted", f"{kind} {namespace}/{name} restarted ({RESTARTED_AT}={now})")
@@ -88,7 +92,8 @@ async def run_all(
     refresh: tuple[str, ...],
     now: str,
     stamp: str,
+    version: str | None = None,
 ) -> list[FollowUp]:
-    jobs = [restart_workload(kube, namespace, kind, name, now) for kind, name in restart]
+    jobs = [restart_workload(kube, namespace, kind, name, now, version) for kind, name in restart]
     jobs += [refresh_external_secret(kube, namespace, name, stamp) for name in refresh]
     return list(await asyncio.gather(*jobs))

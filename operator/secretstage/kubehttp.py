@@ -121,5 +121,13 @@ class KubeHttp:
         answer: dict[str, Any] = response.json()
         return answer
 
+    async def request_text(self, namespace: str, url: str) -> str:
+        """A GET whose answer is text (a pod's log), not JSON; ``KubeCallFailed`` for an error status."""
+        async with self.gate.slot(namespace):
+            response = await self.client.request("GET", url)
+        if response.status_code >= 400:
+            raise KubeCallFailed(response.status_code, response.reason_phrase, _status_message(response))
+        return response.text
+
     async def aclose(self) -> None:
         await self.client.aclose()

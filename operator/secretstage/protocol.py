@@ -39,13 +39,16 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from secretstage.domain import planning
+from secretstage.domain.gate import HOLD, POLL_SECONDS, Check, Gate, Verdict, later, passed_deadline, verdict_of
 from secretstage.domain.journal import (
     STARTED,
     Answer,
+    GateState,
     Journal,
     MoveRecord,
     MoveState,
     ObjectGone,
+    RollbackState,
     StaleStatus,
     classify,
     interrupted,
@@ -133,7 +136,11 @@ class AttemptAborted(Exception):
         self.why = why
 
 
-AfterSuccessRunner = Callable[[], Awaitable[list[dict[str, str]]]]
+# Restarts the workloads and re-syncs the ExternalSecrets afterSuccess names; the argument is the version
+# the restarted pod templates are stamped with (secretstage.io/version: the gate counts pods by it).
+AfterSuccessRunner = Callable[[str | None], Awaitable[list[dict[str, str]]]]
+# The gate's checks for the version: creates its Jobs if they do not exist yet, reads everything once.
+GateRunner = Callable[[Gate, str], Awaitable[list[Check]]]
 
 
 # KMS accepts a signed request for 15 minutes around its timestamp (kms-api.md 4.3): a request that got
@@ -206,8 +213,9 @@ def reserve_unlanded(locks: SecretLocks, key: SecretKey, uid: str, who: str, sta
     generation = status.get("observedGeneration")
     if not isinstance(generation, int):
         return
-    move = Journal.of(status, generation).move
-    times = move.may_still_land() if move is not None else []
+    journal = Journal.of(status, generation)
+    moves = [journal.move, journal.rollback.move if journal.rollback else None]
+    times = [t for move in moves if move is not None for t in move.may_still_land()]
     if times:
         locks.reserve(key, f"{uid}/{generation}", who, max(times))
 
@@ -252,6 +260,7 @@ class Attempt:
     number: int  # this attempt's number within the generation, from 1
     now: Callable[[], str]
     after_success: AfterSuccessRunner | None = None
+    gate_checks: GateRunner | None = None
     rng: random.Random = field(default_factory=random.Random)
     locks: SecretLocks = field(default_factory=SecretLocks)
     key: SecretKey = ("", "", "")  # see secret_key()
@@ -267,10 +276,14 @@ class Attempt:
         self.result.move = self.journal.move
         self.result.after_success = list(self.journal.after_success)
         self.result.request_id = self.journal.move.request_id if self.journal.move else None
+        self.result.gate = self.journal.gate
+        self.result.rollback = self.journal.rollback
         self.unconfirmed: MoveRecord | None = None  # a sent move a read found not applied (yet)
         # Send times of this generation's moves that got no answer and that no read has shown landed:
         # such a request may still land, so the secret stays reserved (SecretLocks.reserve).
         self.may_land: set[str] = set(self.journal.move.may_still_land() if self.journal.move else ())
+        rollback_move = self.journal.rollback.move if self.journal.rollback else None
+        self.may_land.update(rollback_move.may_still_land() if rollback_move else ())
 
     # --- the steps -------------------------------------------------------------------------------
 
@@ -331,6 +344,12 @@ class Attempt:
 
     async def _steps(self) -> None:
         request, result = self.request, self.result
+        if result.rollback is not None:  # a failed gate decided to move back: finish that, nothing else
+            await self._rollback()
+            return
+        if result.gate is not None and result.gate.verdict is Verdict.PENDING and request.gate is not None:
+            await self._gate()  # the gate runs: its checks only, no KMS read until a verdict
+            return
         listing = await self._read()
         for _ in range(MAX_REPLANS):
             try:
@@ -370,6 +389,11 @@ class Attempt:
                 result.outcome = failed(rejected.reason, rejected.message)
                 return
             result.plan = plan.describe()
+            inherited = self._gate_of_earlier_generation(placement) if plan.call is None else None
+            if inherited is not None:
+                result.stages_before, result.stages_after = inherited, placement
+                await self._gate()
+                return
             if request.dry_run or plan.call is None:
                 result.stages_before = placement
                 result.stages_after = placement
@@ -426,6 +450,9 @@ class Attempt:
             )
             return
         await self._after_success(moved=True)
+        if request.gate is not None:
+            await self._gate()
+            return
         result.outcome = previous_problem or self._promoted(move)
 
     async def _move(
@@ -568,8 +595,253 @@ class Attempt:
             return
         result.after_success = [{"kind": k, "name": n, "result": STARTED, "message": "running"} for k, n in named]
         await self._write(Outcome(Kind.RETRY, "RunningAfterSuccess", "the stage moved; nudging consumers"))
-        result.after_success = await self.after_success()
+        result.after_success = await self.after_success(request.move_to_version)
         result.after_success_changed = True
+
+    # --- the gate and the rollback (domain.gate) ----------------------------------------------------
+
+    def _gate_of_earlier_generation(self, placement: Mapping[str, str]) -> dict[str, str] | None:
+        """The placement before the promotion, when an earlier generation of it moved the stage to this
+        spec's version and was still gating it: an edit during the gate (a longer timeout, another check)
+        gates anew under the new spec, and a rollback still goes back to where the stage was first."""
+        request, base = self.request, self.base
+        if request.gate is None or self.journal.gate is not None:
+            return None
+        earlier = GateState.from_status(base.get("gate"))
+        before = base.get("stagesBefore")
+        if earlier is None or earlier.verdict is not Verdict.PENDING or not isinstance(before, Mapping):
+            return None
+        if earlier.version != request.move_to_version or placement.get(request.version_stage) != earlier.version:
+            return None
+        return {str(k): str(v) for k, v in before.items()}
+
+    async def _gate(self) -> None:
+        """Start the gate (journaled first: its deadline survives a restart), look at its checks once, and
+        decide: still waiting (look again in a few seconds), passed, or failed (Hold, or roll back)."""
+        request, result = self.request, self.result
+        gate, stage = request.gate, request.version_stage
+        self._stop_if_edited()  # the new generation gates (or moves) under its own spec
+        assert gate is not None
+        assert request.move_to_version is not None
+        assert self.gate_checks is not None
+        if result.gate is None:
+            now = self.now()
+            result.gate = GateState(request.move_to_version, now, later(now, gate.timeout_seconds))
+            await self._write(
+                Outcome(
+                    Kind.VERIFYING,
+                    "Verifying",
+                    f"{stage} is on {request.move_to_version}; the gate checks its consumers until "
+                    f"{result.gate.deadline}",
+                )
+            )
+        state = result.gate
+        checks = await self.gate_checks(gate, state.version)
+        verdict, failure = verdict_of(checks, timed_out=passed_deadline(self.now(), state.deadline))
+        result.gate = state.with_checks(checks, verdict, failure)
+        if verdict is Verdict.PENDING:
+            waiting = "; ".join(c.message for c in checks if c.verdict is Verdict.PENDING)
+            result.outcome = Outcome(
+                Kind.VERIFYING, "Verifying", f"until {state.deadline}: {waiting}", None, POLL_SECONDS
+            )
+            return
+        listing = await self._read()
+        placement = listing.placement()
+        result.stages_after = placement
+        if placement.get(stage) != state.version:
+            result.outcome = failed(
+                "SupersededDuringGate",
+                f"the gate {'passed' if verdict is Verdict.PASSED else 'failed'}, but {stage} is no longer on "
+                f"{state.version}: another change moved it to {placement.get(stage) or 'no version'} meanwhile; "
+                "the operator neither confirms nor rolls back over it",
+            )
+            return
+        if verdict is Verdict.PASSED:
+            moved = (
+                self._promoted(result.move).message
+                if result.move is not None
+                else f"{stage} is on {state.version} (moved by an earlier generation of this promotion)"
+            )
+            result.outcome = Outcome(Kind.SUCCEEDED, "Verified", f"{moved}; every gate check passed")
+            return
+        assert failure is not None
+        if gate.on_failure == HOLD:
+            result.outcome = failed(
+                "GateFailed", f"{failure}; onFailure is Hold: {stage} stays on {state.version} for a person to decide"
+            )
+            return
+        before = result.stages_before or {}
+        result.rollback = RollbackState(failure, before.get(stage) or "")
+        await self._rollback(listing)
+
+    async def _rollback(self, listing: VersionList | None = None) -> None:
+        """Move the stage back where stagesBefore had it, compare-and-set on the version the promotion
+        moved it to; then ACSPrevious back too, then the consumers restarted again (once). Journaled
+        like the move: the intent before the request leaves, never re-sent blindly after a lost answer."""
+        request, result = self.request, self.result
+        rollback, gate = result.rollback, result.gate
+        assert rollback is not None
+        assert gate is not None
+        stage, before = request.version_stage, result.stages_before or {}
+        call = planning.rollback_call(stage, gate.version, before)
+        placement = (listing or await self._read()).placement()
+        if rollback.move is None or classify(rollback.move, placement) is MoveState.NOT_APPLIED:
+            if rollback.move is None and placement.get(stage) != gate.version:
+                result.outcome = self._rollback_superseded(placement)
+                return
+            placement = await self._send_rollback(call, placement)  # journaled first
+        rollback = result.rollback
+        assert rollback is not None
+        if rollback.move is None:  # refused: the stage had left the version meanwhile
+            result.outcome = self._rollback_superseded(placement)
+            return
+        state = classify(rollback.move, placement)
+        if state is MoveState.SUPERSEDED:
+            result.outcome = self._rollback_superseded(placement)
+            return
+        if state is MoveState.NOT_APPLIED:
+            delay = backoff_delay(self.number, rng=self.rng)
+            result.stages_after = placement
+            result.outcome = Outcome(
+                Kind.RETRY,
+                "RollbackOutcomeUnknown",
+                f"the gate failed ({rollback.reason}); {call.describe()} got no answer and KMS does not show it; "
+                f"reading again in {delay:.1f}s (nothing is re-sent blindly)",
+                None,
+                delay,
+            )
+            return
+        self.may_land.discard(rollback.move.sent_time)  # it landed: a request lands once
+        result.rollback = replace(rollback, move=rollback.move.seen_applied(self.now()))
+        placement = await self._rollback_previous(placement)
+        result.stages_after = placement
+        await self._restart_after_rollback()
+        assert result.rollback is not None
+        assert result.rollback.move is not None
+        back = result.rollback.move
+        earlier = (
+            f"; an earlier request of it, sent at {back.earlier_unanswered}, got no answer and may be the one that "
+            "moved it"
+            if back.earlier_unanswered
+            else ""
+        )
+        result.outcome = failed(
+            "RolledBack",
+            f"the gate failed: {rollback.reason}; {call.describe()} "
+            f"(RequestId {back.request_id or 'unknown: its answer was lost'}){earlier}",
+        )
+
+    def _stop_if_edited(self) -> None:
+        """A generation whose spec was edited since starts nothing new (no gate look, no move back): its
+        status writes succeed once re-based on the edited object, so the compare-and-set alone cannot
+        tell. What it journaled before stays, and the new generation decides from a fresh read."""
+        if self.store.generation is not None and self.store.generation != self.generation:
+            raise AttemptAborted(self.store.status, Abort.EDITED)
+
+    def _rollback_superseded(self, placement: Mapping[str, str]) -> Outcome:
+        rollback, gate, stage = self.result.rollback, self.result.gate, self.request.version_stage
+        assert rollback is not None
+        assert gate is not None
+        self.result.stages_after = dict(placement)
+        return failed(
+            "RollbackSuperseded",
+            f"the gate failed ({rollback.reason}), but {stage} is on {placement.get(stage) or 'no version'} now, "
+            f"not {gate.version}: another change moved it; the operator does not roll back over it",
+        )
+
+    async def _send_rollback(self, call: planning.StageCall, placement: dict[str, str]) -> dict[str, str]:
+        result = self.result
+        assert result.rollback is not None
+        earlier = result.rollback.move
+        record = MoveRecord(
+            call.version_stage,
+            call.move_to_version,
+            call.remove_from_version,
+            Answer.PENDING,
+            self.now(),
+            earlier_unanswered=(earlier.earlier_unanswered or earlier.sent_time) if earlier else None,
+        )
+
+        async def journal_intent() -> None:
+            assert result.rollback is not None
+            self._stop_if_edited()
+            result.rollback = replace(result.rollback, move=record)
+            await self._write(Outcome(Kind.RETRY, "RollingBack", f"{call.describe()}: calling KMS"), sends_move=True)
+            self.may_land.add(record.sent_time)
+
+        try:
+            request_id = await self._update(call, before_send=journal_intent)
+        except KmsError as exc:
+            if exc.maybe_applied:
+                result.rollback = replace(result.rollback, move=record.lost())
+                return (await self._read()).placement()
+            self.may_land.discard(record.sent_time)
+            result.rollback = replace(result.rollback, move=earlier)
+            if exc.retryable:
+                raise
+            # Refused for good: on a KMS that checks RemoveFromVersion, another change moved the stage
+            # off the version this promotion put it on. Said as such; anything else is KMS's refusal.
+            after = (await self._read()).placement()
+            if after.get(call.version_stage) != call.remove_from_version:
+                return after
+            raise
+        self.may_land.discard(record.sent_time)
+        result.rollback = replace(result.rollback, move=record.received(request_id))
+        return (await self._read()).placement()
+
+    async def _rollback_previous(self, placement: dict[str, str]) -> dict[str, str]:
+        """ACSPrevious back where it was before the promotion; a refusal is said, not retried forever."""
+        result = self.result
+        assert result.rollback is not None
+        assert result.rollback.move is not None
+        assert result.gate is not None
+        stage, left = self.request.version_stage, result.gate.version
+        fix = planning.rollback_previous(stage, left, result.stages_before or {}, placement)
+        if fix is None:
+            self._rollback_previous_landed()
+            return placement
+
+        async def journal_fix() -> None:
+            assert result.rollback is not None
+            assert result.rollback.move is not None
+            move = replace(result.rollback.move, previous_sent=self.now())
+            result.rollback = replace(result.rollback, move=move)
+            await self._write(Outcome(Kind.RETRY, "RollingBack", f"{fix.describe()}: calling KMS"))
+            if move.previous_sent:
+                self.may_land.add(move.previous_sent)
+
+        try:
+            await self._update(fix, before_send=journal_fix)
+        except KmsError as exc:
+            if exc.maybe_applied or exc.retryable:
+                raise  # the next attempt reads and decides again (the fix-up is idempotent on a fresh read)
+            log.warning("%s: after the rollback KMS refused %s: %s %s", self.who, fix.describe(), exc.code, exc.message)
+        self._rollback_previous_landed()
+        return (await self._read()).placement()
+
+    def _rollback_previous_landed(self) -> None:
+        rollback = self.result.rollback
+        if rollback is not None and rollback.move is not None and rollback.move.previous_sent:
+            self.may_land.discard(rollback.move.previous_sent)
+            self.result.rollback = replace(rollback, move=replace(rollback.move, previous_sent=None))
+
+    async def _restart_after_rollback(self) -> None:
+        """The consumers go back to the old version too: restarted once more, at most once."""
+        request, result = self.request, self.result
+        rollback = result.rollback
+        assert rollback is not None
+        if not request.restart or self.after_success is None:
+            return
+        if rollback.after_success:  # started by an earlier attempt: never again
+            result.rollback = replace(rollback, after_success=tuple(interrupted(rollback.after_success)))
+            return
+        named = [*request.restart, *(("ExternalSecret", name) for name in request.refresh_external_secrets)]
+        started = tuple({"kind": k, "name": n, "result": STARTED, "message": "running"} for k, n in named)
+        result.rollback = replace(rollback, after_success=started)
+        await self._write(Outcome(Kind.RETRY, "RollingBack", "the stage is back; restarting its consumers"))
+        done = await self.after_success(rollback.to_version or None)
+        result.rollback = replace(result.rollback, after_success=tuple(done))
+        result.rollback_restarts_changed = True
 
     # --- building blocks -------------------------------------------------------------------------
 

@@ -16,9 +16,10 @@ from urllib.parse import urlencode
 
 import httpx
 
-from secretstage import aftersuccess, identities, kube, protocol
+from secretstage import aftersuccess, gating, identities, kube, protocol
 from secretstage.config import Settings
 from secretstage.domain import outcome as outcomes
+from secretstage.domain.gate import Check, Gate
 from secretstage.domain.identity import IdentityProblem, role_arn_for
 from secretstage.domain.journal import Journal
 from secretstage.domain.outcome import AttemptResult
@@ -275,7 +276,7 @@ def _reserve_from(runtime: Runtime, obj: Mapping[str, Any]) -> int:
 
 
 def _after_success_runner(runtime: Runtime, request: PromotionRequest, namespace: str) -> protocol.AfterSuccessRunner:
-    async def run() -> list[dict[str, str]]:
+    async def run(version: str | None) -> list[dict[str, str]]:
         follow_ups = await aftersuccess.run_all(
             runtime.kube,
             namespace,
@@ -283,8 +284,16 @@ def _after_success_runner(runtime: Runtime, request: PromotionRequest, namespace
             request.refresh_external_secrets,
             now=utcnow(),
             stamp=str(int(datetime.now(UTC).timestamp())),
+            version=version,
         )
         return [f.to_status() for f in follow_ups]
+
+    return run
+
+
+def _gate_runner(runtime: Runtime, request: PromotionRequest, owner: gating.Owner) -> protocol.GateRunner:
+    async def run(gate: Gate, version: str) -> list[Check]:
+        return await gating.checks(runtime.kube, owner, gate, version, restart=request.restart)
 
     return run
 
@@ -333,6 +342,7 @@ async def run_attempt(
                 number=number,
                 now=utcnow,
                 after_success=_after_success_runner(runtime, request, namespace),
+                gate_checks=_gate_runner(runtime, request, gating.Owner(namespace, name, uid, generation)),
                 rng=runtime.rng,
                 locks=runtime.locks,
                 key=key,

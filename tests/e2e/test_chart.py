@@ -243,6 +243,21 @@ def test_rbac_modes(cluster: Cluster) -> None:
     assert [r["resources"] for r in role["rules"]] == [r["resources"] for r in operator_rules]
 
 
+def test_gate_rbac_only_with_gate_enabled(cluster: Cluster) -> None:
+    off = rules_of(render(cluster), "ClusterRole", "r-secretstage-operator")
+    assert not [r for r in off if r["apiGroups"] == ["batch"] or "pods" in r["resources"]]
+    on = rules_of(render(cluster, "--set", "gate.enabled=true"), "ClusterRole", "r-secretstage-operator")
+    assert on[-4:] == [
+        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "create"]},
+    ]
+    opt_in = render(cluster, "--set", "gate.enabled=true", "--set", "rbac.tenantAccess=optIn")
+    assert "jobs" in str(rules_of(opt_in, "ClusterRole", "r-secretstage-operator-tenant"))
+    assert "jobs" not in str(rules_of(opt_in, "ClusterRole", "r-secretstage-operator"))
+
+
 def test_admission_policies(cluster: Cluster) -> None:
     docs = render(cluster, *ALL_TENANT_FEATURES, "--set", "rbac.admissionPolicies.tokenDeniedNamespaces={kube-system}")
     policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"}

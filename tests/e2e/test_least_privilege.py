@@ -189,9 +189,14 @@ def test_cluster_wide_grants_are_held_to_their_job_by_admission(
     }
     admitted = {what: operator.patch_deployment(tenant, "web", patch) for what, patch in changes.items()}
     assert all(answer is not None and "ValidatingAdmissionPolicy" in answer for answer in admitted.values()), admitted
+    # a restart stamps the secret version the pods read too (the gate counts pods by it)
+    stamped = {RESTARTED_AT: "2026-12-06T00:00:01Z", "secretstage.io/version": "v2"}
+    assert (
+        operator.patch_deployment(tenant, "web", {"spec": {"template": {"metadata": {"annotations": stamped}}}}) is None
+    )
     web = k8s.AppsV1Api(cluster.api).read_namespaced_deployment("web", tenant)
     assert web.spec.template.spec.containers[0].image == "registry.example/web:1"
-    assert web.spec.template.metadata.annotations[RESTARTED_AT] == "2026-12-06T00:00:00Z"
+    assert web.spec.template.metadata.annotations[RESTARTED_AT] == "2026-12-06T00:00:01Z"
 
     assert operator.patch_external_secret(tenant, "db", {"metadata": {"annotations": {"force-sync": "1"}}}) is None
     assert "ValidatingAdmissionPolicy" in str(operator.patch_external_secret(tenant, "db", {"spec": {"a": 2}}))

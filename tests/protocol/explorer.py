@@ -29,7 +29,8 @@ from typing import Any
 import httpx
 
 from secretstage import protocol
-from secretstage.domain.journal import Journal, ObjectGone, StaleStatus
+from secretstage.domain.gate import Check, Gate, Verdict
+from secretstage.domain.journal import Answer, Journal, ObjectGone, StaleStatus
 from secretstage.domain.promotion import ACS_CURRENT, ACS_PREVIOUS, PromotionRequest
 from secretstage.emulator.state import KmsFault, Store
 from secretstage.kms import Credentials, CredentialsError, KmsApiError, KmsClient, KmsError, KmsTransportError
@@ -78,12 +79,16 @@ KMS_MOVE_FAULTS = (
 # "answer-lost": the write lands, its answer does not; the store's own retry then meets a conflict.
 WRITE_FAULTS = ("crash", "crash-after", "conflict", "answer-lost", *EDGE_FAULTS)
 AFTER_SUCCESS_FAULTS = ("crash", "crash-after", *EDGE_FAULTS)
+# A look of the gate at its checks: "gate-fail" = the consumers fail from now on (a crash loop on the
+# new value); "foreign" = another pipeline moves the stage while the gate runs.
+GATE_FAULTS = ("crash", "gate-fail", "foreign", *EDGE_FAULTS)
 FAULTS_BY_KIND = {
     "kms.read": KMS_READ_FAULTS,
     "kms.move": KMS_MOVE_FAULTS,
     "status.write": WRITE_FAULTS,
     "status.refresh": ("crash", *EDGE_FAULTS),
     "after-success": AFTER_SUCCESS_FAULTS,
+    "gate": GATE_FAULTS,
     "attempt.end": ("rival", *EDGE_FAULTS),  # between two attempts of P
 }
 # Every KMS behaviour the docs leave open: auto ACSPrevious x label held elsewhere x stale RemoveFromVersion.
@@ -132,6 +137,31 @@ class Scenario:
 def _request(**kw: Any) -> PromotionRequest:
     return PromotionRequest(secret_name=SECRET, credentials_secret="k", **kw)
 
+
+GATED = Scenario(
+    "current-gated-rollback",
+    _request(
+        version_stage=ACS_CURRENT,
+        move_to_version="v2",
+        precondition_current_version="v1",
+        restart=(("Deployment", "api"),),
+        gate=Gate(consumers=True),
+    ),
+    {},
+    "v3",
+)
+GATED_HOLD = Scenario(
+    "current-gated-hold",
+    _request(
+        version_stage=ACS_CURRENT,
+        move_to_version="v2",
+        restart=(("Deployment", "api"),),
+        gate=Gate(consumers=True, on_failure="Hold"),
+    ),
+    {},
+    "v3",
+)
+GATED_SCENARIOS = [GATED, GATED_HOLD]
 
 SCENARIOS = [
     Scenario(
@@ -231,6 +261,9 @@ class World:
     applied: list[AppliedMove] = field(default_factory=list)
     foreign_points: list[int] = field(default_factory=list)
     after_success_runs: Counter[tuple[str, int]] = field(default_factory=Counter)  # (uid, generation)
+    rollback_restarts: Counter[tuple[str, int]] = field(default_factory=Counter)  # (uid, generation)
+    gate_failed: bool = False  # the consumers fail on the new version from the "gate-fail" point on
+    gate_looks: int = 0
     returned_ids: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # who -> (point, RequestId)
     crashes: dict[str, list[int]] = field(default_factory=dict)
     late: list[tuple[int, tuple[str, str, str | None, str | None, str]]] = field(default_factory=list)
@@ -392,12 +425,15 @@ class World:
             self.violations.append(f"{step} move of generation {generation} sent after the edit to {seen[1]}")
             return
         journal = Journal.of(seen[2], generation)
+        rollback = journal.rollback.move if journal.rollback else None
         if step == self.scenario.request.version_stage:
             ok = journal.move is not None and journal.move.answer.value == "Pending"
+            ok = ok or (rollback is not None and rollback.answer is Answer.PENDING)  # the move back
         else:  # the ACSPrevious fix-up, afterSuccess: the move's RequestId, if one arrived, is journaled
             since = self.attempt_start if actor == "P" else 0
             returned = {rid for point, rid in self.returned_ids.get(actor, []) if point >= since}
-            ok = journal.move is not None and (not returned or journal.move.request_id in returned)
+            ids = {journal.move.request_id if journal.move else None, rollback.request_id if rollback else None}
+            ok = journal.move is not None and (not returned or bool(returned & ids))
             if step == "afterSuccess":
                 ok = ok and journal.after_success_started
         if not ok:
@@ -551,7 +587,8 @@ class World:
             generation=view.generation,
             number=number,
             now=self.now,
-            after_success=AfterSuccess(self, actor, view.uid, view.generation).run,
+            after_success=AfterSuccess(self, actor, view.uid, view.generation, request.move_to_version).run,
+            gate_checks=GateModel(self, actor).run,
             locks=locks,
             key=Q_KEY if promotion == "Q" else P_KEY,
             who=f"{NAMESPACE}/{view.name}",
@@ -705,11 +742,17 @@ async def _no_sleep(_: float) -> None:
 
 
 class AfterSuccess:
-    def __init__(self, world: World, actor: str, uid: str, generation: int) -> None:
+    def __init__(self, world: World, actor: str, uid: str, generation: int, forward: str | None) -> None:
         self.world, self.actor, self.uid, self.generation = world, actor, uid, generation
+        self.forward = forward  # the spec's version: a restart stamped with another one follows a rollback
 
-    async def run(self) -> list[dict[str, str]]:
+    async def run(self, version: str | None) -> list[dict[str, str]]:
         fault = await self.world.point("after-success", self.actor)
+        if version is not None and version != self.forward:
+            self.world.rollback_restarts[(self.uid, self.generation)] += 1
+            if fault == "crash-after":
+                raise Crash("crash right after the restarts that follow a rollback")
+            return [{"kind": "Deployment", "name": "api", "result": "Restarted", "message": "ok"}]
         if self.uid != "uid-Q":
             self.world.journal_check("afterSuccess", self.uid, self.generation, self.actor)
         self.world.after_success_runs[(self.uid, self.generation)] += 1
@@ -717,6 +760,25 @@ class AfterSuccess:
             self.world.crashes.setdefault(self.actor, []).append(len(self.world.points) - 1)
             raise Crash("crash right after afterSuccess")
         return [{"kind": "Deployment", "name": "x", "result": "Restarted", "message": "ok"}]
+
+
+class GateModel:
+    """The consumers as the gate sees them: not ready at the first look, healthy after, unless a
+    "gate-fail" fault made them crash-loop on the new version."""
+
+    def __init__(self, world: World, actor: str) -> None:
+        self.world, self.actor = world, actor
+
+    async def run(self, gate: Gate, version: str) -> list[Check]:
+        fault = await self.world.point("gate", self.actor)
+        if fault == "gate-fail":
+            self.world.gate_failed = True
+        self.world.gate_looks += 1
+        if self.world.gate_failed:
+            return [Check("Deployment", "api", Verdict.FAILED, f"Deployment api: crash loop on {version}", "0/1")]
+        if self.world.gate_looks == 1:
+            return [Check("Deployment", "api", Verdict.PENDING, "Deployment api: rolling out", "0/1")]
+        return [Check("Deployment", "api", Verdict.PASSED, f"Deployment api: 1/1 pods ready on {version}", "1/1")]
 
 
 def merge(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -834,7 +896,11 @@ def check(world: World, scenario: Scenario) -> None:
     _check_transition_times(world)
     for (uid, generation), runs in world.after_success_runs.items():
         assert runs <= 1, f"afterSuccess ran {runs} times for {uid} generation {generation}"
-    if world.edge is not None and world.edge[0] in ("edit", "recreate", "delete", "hand-edit"):
+    for (uid, generation), runs in world.rollback_restarts.items():
+        assert runs <= 1, f"the restarts after a rollback ran {runs} times for {uid} generation {generation}"
+    if scenario.request.gate is not None:
+        _check_gated(world, scenario)
+    elif world.edge is not None and world.edge[0] in ("edit", "recreate", "delete", "hand-edit"):
         _check_edge(world, scenario, *world.edge)
     else:
         _check_one_generation(world, scenario)
@@ -999,6 +1065,56 @@ def _check_one_generation(world: World, scenario: Scenario) -> None:
             assert final_placement.get(ACS_PREVIOUS) in (move.holder_before, move.remove_from), where
         else:
             assert final_placement.get(ACS_PREVIOUS) == move.holder_before, f"ACSPrevious misplaced: {where}"
+
+
+def _check_gated(world: World, scenario: Scenario) -> None:
+    """A gated promotion: at most one rollback per generation, never one over a foreign move, restarts
+    at most once per direction (checked above), and the verdict the checks earned."""
+    request = scenario.request
+    stage = request.version_stage
+    final_placement: dict[str, str] = world.p_final_placement  # type: ignore[attr-defined]
+    applied: list[AppliedMove] = world.p_applied  # type: ignore[attr-defined]
+    obj = world.objects.get("P")
+    status = obj.status if obj else {}
+    phase, reason = status.get("phase"), _reason(status)
+    foreign = bool(world.foreign_points)
+    where = (
+        f"phase={phase} reason={reason} kms={final_placement} moves={applied} gate={status.get('gate')} "
+        f"rollback={status.get('rollback')} edge={world.edge}"
+    )
+    backs = [m for m in applied if m.who == "P" and m.stage == stage and m.move_to == "v1" and m.effective]
+    by_generation = Counter((m.uid, m.generation) for m in backs)
+    assert all(n <= 1 for n in by_generation.values()), f"more than one rollback in a generation: {where}"
+    for move in backs:
+        if move.holder_before != "v2":  # it took the stage from a version another change put there
+            assert lenient(world.mode, move.remove_from), (
+                f"a rollback over a foreign move, on a KMS that checks: {where}"
+            )
+            assert foreign, where
+    if world.edge is not None and world.edge[0] in ("edit", "recreate", "delete", "hand-edit"):
+        return  # what the new spec does, and that nothing of the old one acts after it, is checked above
+    assert obj is not None, where
+    assert phase in FINAL, f"not final after {MAX_ATTEMPTS} attempts: {where}"
+    if foreign:  # another change moved the stage (before, during or after the gate): the safety above is the claim
+        return
+    if not world.gate_failed:
+        assert (phase, reason) == ("Succeeded", "Verified"), f"the checks passed: {where}"
+        assert final_placement.get(stage) == "v2", where
+        assert not backs, where
+    elif request.gate is not None and request.gate.on_failure == "Hold":
+        assert (phase, reason) == ("Failed", "GateFailed"), where
+        assert final_placement.get(stage) == "v2", where
+    else:
+        assert (phase, reason) == ("Failed", "RolledBack"), f"the checks failed: {where}"
+        assert final_placement.get(stage) == "v1", where
+        assert len(backs) == 1, where
+        rollback = status.get("rollback") or {}
+        rid, earlier = rollback.get("requestId"), (rollback.get("move") or {}).get("earlierUnansweredTime")
+        message = next(c["message"] for c in status["conditions"] if c["type"] == "Succeeded")
+        if rid is not None and rid != backs[0].request_id:
+            # an earlier request of the rollback got no answer, landed late, and this one was a no-op
+            assert earlier, f"a no-op's RequestId passed off: {where}"
+            assert "may be the one that moved it" in message, where
 
 
 def _reason(status: Mapping[str, Any]) -> str | None:

@@ -11,7 +11,16 @@ from collections.abc import Mapping
 
 import pytest
 
-from tests.protocol.explorer import FAULTS_BY_KIND, MODES, SCENARIOS, Scenario, check, mode_id, run_schedule
+from tests.protocol.explorer import (
+    FAULTS_BY_KIND,
+    GATED_SCENARIOS,
+    MODES,
+    SCENARIOS,
+    Scenario,
+    check,
+    mode_id,
+    run_schedule,
+)
 
 EXPLORED: Counter[str] = Counter()
 ALL_FAULTS = sorted({f for faults in FAULTS_BY_KIND.values() for f in faults})
@@ -26,6 +35,7 @@ PAIR_FAULTS = (
     "rival",
     "edit",
     "recreate",
+    "gate-fail",
 )
 PAIR_MODES = MODES
 
@@ -55,12 +65,12 @@ async def explore(scenario: Scenario, mode: Mapping[str, object], depth: int, fa
 
 
 @pytest.mark.parametrize("mode", MODES, ids=mode_id)
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+@pytest.mark.parametrize("scenario", [*SCENARIOS, *GATED_SCENARIOS], ids=lambda s: s.name)
 async def test_single_faults(scenario: Scenario, mode: Mapping[str, object]) -> None:
     EXPLORED[f"single/{mode_id(mode)}"] += await explore(scenario, mode, 1, ALL_FAULTS)
 
 
 @pytest.mark.parametrize("mode", PAIR_MODES, ids=[mode_id(m) for m in PAIR_MODES])
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+@pytest.mark.parametrize("scenario", [*SCENARIOS, *GATED_SCENARIOS], ids=lambda s: s.name)
 async def test_fault_pairs(scenario: Scenario, mode: Mapping[str, object]) -> None:
     EXPLORED[f"pairs/{mode_id(mode)}"] += await explore(scenario, mode, 2, PAIR_FAULTS)

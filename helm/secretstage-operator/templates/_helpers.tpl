@@ -99,6 +99,21 @@ in the unbound ClusterRole <fullname>-tenant that a namespace's admins bind to t
   resources: ["externalsecrets"]
   verbs: ["patch"]
 {{- end }}
+{{- if .Values.gate.enabled }}
+# spec.gate: read the consumers' rollout and pods (and a failed smoke Job's log), run the smoke Jobs
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets", "daemonsets"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create"]
+{{- end }}
 {{- end }}
 
 {{/* The rules of the chart's own Role/ClusterRole in the watched namespaces. */}}

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from secretstage.domain.gate import Check, Verdict
 from secretstage.domain.planning import describe_call
 from secretstage.domain.promotion import PromotionRequest
 
@@ -152,6 +153,91 @@ def not_this_specs(move: MoveRecord | None, request: PromotionRequest) -> str | 
     return None
 
 
+@dataclass(frozen=True)
+class GateState:
+    """``status.gate``: written when the gate starts (before any Job exists), then with each verdict."""
+
+    version: str  # what the consumers must work on
+    started: str
+    deadline: str
+    verdict: Verdict = Verdict.PENDING
+    checks: tuple[Check, ...] = ()
+    failed_check: str | None = None
+
+    def with_checks(self, checks: Sequence[Check], verdict: Verdict, failed_check: str | None) -> GateState:
+        return replace(self, checks=tuple(checks), verdict=verdict, failed_check=failed_check)
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "startedTime": self.started,
+            "deadline": self.deadline,
+            "verdict": self.verdict.value,
+            "checks": [c.to_status() for c in self.checks],
+            "failedCheck": self.failed_check,
+        }
+
+    @classmethod
+    def from_status(cls, raw: Any) -> GateState | None:
+        if not isinstance(raw, Mapping) or not raw.get("startedTime") or not raw.get("deadline"):
+            return None
+        try:
+            verdict = Verdict(raw.get("verdict"))
+        except ValueError:
+            verdict = Verdict.PENDING
+        checks = tuple(
+            Check(
+                str(c.get("kind") or ""),
+                str(c.get("name") or ""),
+                Verdict(c.get("verdict")) if c.get("verdict") in {v.value for v in Verdict} else Verdict.PENDING,
+                str(c.get("message") or ""),
+                c.get("ready"),
+                c.get("version"),
+            )
+            for c in raw.get("checks") or []
+            if isinstance(c, Mapping)
+        )
+        return cls(
+            str(raw.get("version") or ""),
+            str(raw["startedTime"]),
+            str(raw["deadline"]),
+            verdict,
+            checks,
+            raw.get("failedCheck") or None,
+        )
+
+
+@dataclass(frozen=True)
+class RollbackState:
+    """``status.rollback``: the intent (why, and to where) before the rollback move is sent, then the
+    move's record like ``status.move``'s (answer, RequestId), then the restarts after it."""
+
+    reason: str  # the failed check
+    to_version: str  # where stagesBefore had the stage
+    move: MoveRecord | None = None
+    after_success: tuple[dict[str, str], ...] = ()
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "reason": self.reason,
+            "toVersion": self.to_version,
+            "move": self.move.to_status() if self.move else None,
+            "requestId": self.move.request_id if self.move else None,
+            "afterSuccess": [dict(e) for e in self.after_success] or None,
+        }
+
+    @classmethod
+    def from_status(cls, raw: Any) -> RollbackState | None:
+        if not isinstance(raw, Mapping) or not raw.get("reason"):
+            return None
+        return cls(
+            str(raw["reason"]),
+            str(raw.get("toVersion") or ""),
+            MoveRecord.from_status(raw.get("move")),
+            tuple(dict(e) for e in raw.get("afterSuccess") or [] if isinstance(e, Mapping)),
+        )
+
+
 STARTED = "Started"
 INTERRUPTED = "Interrupted"
 
@@ -163,6 +249,8 @@ class Journal:
     stages_before: dict[str, str] | None = None
     move: MoveRecord | None = None
     after_success: tuple[dict[str, str], ...] = ()
+    gate: GateState | None = None
+    rollback: RollbackState | None = None
 
     @property
     def after_success_started(self) -> bool:
@@ -178,6 +266,8 @@ class Journal:
             stages_before=dict(before) if isinstance(before, Mapping) else None,
             move=MoveRecord.from_status(status.get("move")),
             after_success=tuple(dict(e) for e in entries if isinstance(e, Mapping)),
+            gate=GateState.from_status(status.get("gate")),
+            rollback=RollbackState.from_status(status.get("rollback")),
         )
 
 

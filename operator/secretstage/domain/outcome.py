@@ -7,7 +7,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from secretstage.domain.journal import MoveRecord
+from secretstage.domain.journal import GateState, MoveRecord, RollbackState
 
 
 class Kind(enum.Enum):
@@ -15,9 +15,16 @@ class Kind(enum.Enum):
     FAILED = "Failed"  # permanent for this generation: kopf.PermanentError
     RETRY = "Retry"  # transient: kopf.TemporaryError(delay)
     PENDING = "Pending"  # waiting for something outside KMS (e.g. the credentials Secret); retried
+    VERIFYING = "Verifying"  # the stage moved; the gate is watching its consumers (domain.gate)
 
 
-PHASES = {Kind.SUCCEEDED: "Succeeded", Kind.FAILED: "Failed", Kind.RETRY: "InProgress", Kind.PENDING: "Pending"}
+PHASES = {
+    Kind.SUCCEEDED: "Succeeded",
+    Kind.FAILED: "Failed",
+    Kind.RETRY: "InProgress",
+    Kind.PENDING: "Pending",
+    Kind.VERIFYING: "Verifying",
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,9 @@ class AttemptResult:
     plan: str | None = None
     after_success: list[dict[str, str]] = field(default_factory=list)
     after_success_changed: bool = False  # this attempt ran afterSuccess (or found it interrupted): post Events
+    gate: GateState | None = None  # the journal's gate: started, deadline, the checks' verdicts
+    rollback: RollbackState | None = None  # the journal's rollback: why, the move back, its restarts
+    rollback_restarts_changed: bool = False  # this attempt restarted the consumers after a rollback: post Events
 
 
 _REASON_BAD = re.compile(r"[^A-Za-z0-9_,:]")

@@ -136,3 +136,24 @@ def verify(request: PromotionRequest, placement_after: Mapping[str, str]) -> str
     if request.move_to_version is None and holder == request.remove_from_version:
         return f"after the call KMS still shows {stage} on {holder}"
     return None
+
+
+def rollback_call(stage: str, version: str, before: Mapping[str, str]) -> StageCall:
+    """The move back after a failed gate: ``stage`` from ``version`` to where it was before the promotion
+    (RemoveFromVersion makes it a compare-and-set on a KMS that checks it)."""
+    return StageCall(stage, before.get(stage) or None, version)
+
+
+def rollback_previous(
+    stage: str, left: str, before: Mapping[str, str], placement: Mapping[str, str]
+) -> StageCall | None:
+    """After ACSCurrent went back from ``left``, ACSPrevious goes back too: where it was before the
+    promotion (KMS put it on the version ACSCurrent just left, or left it where the promotion's fix-up
+    put it). When it was on no version before (the secret's first rotation), it goes where a KMS that
+    moves ACSPrevious itself puts it, on ``left``: KMS does not remove ACSPrevious."""
+    if stage != ACS_CURRENT or placement.get(ACS_CURRENT) != before.get(ACS_CURRENT):
+        return None
+    wanted, holder = before.get(ACS_PREVIOUS) or left, placement.get(ACS_PREVIOUS)
+    if holder == wanted:
+        return None
+    return StageCall(ACS_PREVIOUS, wanted, holder)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from secretstage.domain.gate import Gate, parse_gate
 from secretstage.regions import REGION_ID
 
 ACS_CURRENT = "ACSCurrent"
@@ -62,6 +63,7 @@ class PromotionRequest:
     restart: tuple[tuple[str, str], ...] = ()  # (kind, name) of workloads to restart after success
     refresh_external_secrets: tuple[str, ...] = ()
     after_success_when: str = "Moved"  # Moved: only when this generation moved the stage; Always: also when in place
+    gate: Gate | None = None  # prove the consumers work on the new version, or undo the move (domain.gate)
 
     @property
     def secret_region(self) -> str | None:
@@ -194,6 +196,15 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
     for key in ("verify", "dryRun"):
         if key in spec and not isinstance(spec[key], bool):
             problems.append(Problem(f"spec.{key}", "must be true or false"))
+    gate_problems: list[tuple[str, str]] = []
+    gate = parse_gate(spec.get("gate"), restart=restart, problems=gate_problems)
+    problems.extend(Problem(field, message) for field, message in gate_problems)
+    if gate is not None and not move_to:
+        problems.append(
+            Problem(
+                "spec.gate", "needs spec.moveToVersion: a gate proves a version and can move the stage back from it"
+            )
+        )
     if problems:
         raise InvalidPromotion(problems)
     assert secret_name is not None
@@ -215,6 +226,7 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
         restart=restart,
         refresh_external_secrets=refresh,
         after_success_when=str(when),
+        gate=gate,
     )
 
 

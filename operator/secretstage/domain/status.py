@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from secretstage.domain.gate import Verdict
 from secretstage.domain.outcome import PHASES, AttemptResult, Kind
 
 HISTORY_LIMIT = 10
@@ -91,12 +92,34 @@ def build_status(
         "plan": result.plan,
         "afterSuccess": result.after_success or None,
         "queue": None,  # its turn came: the queue position written while it waited no longer holds
+        "gate": result.gate.to_status() if result.gate else None,
+        "rollback": result.rollback.to_status() if result.rollback else None,
+        "consumers": [
+            {k: v for k, v in c.to_status().items() if k != "verdict"} for c in result.gate.checks if c.kind != "Job"
+        ]
+        if result.gate and result.gate.checks
+        else None,
     }
+    if result.gate is not None:
+        status["conditions"].append(_verified(result, generation, now, latest.get("conditions") or []))
     # A JSON merge patch merges objects key by key: a stage gone from stagesAfter, or a move field
     # gone from the journal, must be sent as null or the old value stays.
-    for key in ("stagesBefore", "stagesAfter", "move"):
+    for key in ("stagesBefore", "stagesAfter", "move", "gate", "rollback"):
         status[key] = _replacing(status[key], latest.get(key))
     return status
+
+
+def _verified(result: AttemptResult, generation: int, now: str, old: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``Verified``: Unknown while the gate runs, True when every check passed, False when one failed."""
+    assert result.gate is not None
+    verdict = result.gate.verdict
+    if verdict is Verdict.PASSED:
+        return _condition("Verified", "True", "ChecksPassed", "every gate check passed", generation, now, old)
+    if verdict is Verdict.FAILED:
+        return _condition("Verified", "False", "CheckFailed", result.gate.failed_check or "", generation, now, old)
+    waiting = [c.message for c in result.gate.checks if c.verdict is Verdict.PENDING]
+    message = f"waiting until {result.gate.deadline}: " + "; ".join(waiting) if waiting else "the gate started"
+    return _condition("Verified", "Unknown", "Verifying", message, generation, now, old)
 
 
 def _replacing(new: Mapping[str, Any] | None, old: Any) -> dict[str, Any] | None:
@@ -131,6 +154,7 @@ EVENT_REASONS = {
     Kind.FAILED: "PromotionFailed",
     Kind.RETRY: "PromotionRetrying",
     Kind.PENDING: "PromotionPending",
+    Kind.VERIFYING: "PromotionVerifying",
 }
 
 
@@ -143,7 +167,10 @@ def events_for(result: AttemptResult, old: Mapping[str, Any], attempt: int) -> l
     if outcome.terminal or attempt == 1 or previous != outcome.reason:
         event_type = "Normal" if outcome.kind is Kind.SUCCEEDED and outcome.error is None else "Warning"
         events.append((event_type, EVENT_REASONS[outcome.kind], outcome.message[:1000]))
-    for follow_up in result.after_success if result.after_success_changed else ():
+    follow_ups = [*(result.after_success if result.after_success_changed else ())]
+    if result.rollback is not None and result.rollback_restarts_changed:
+        follow_ups += result.rollback.after_success
+    for follow_up in follow_ups:
         ok = follow_up["result"] in ("Restarted", "Refreshed")
         reason = follow_up["result"] if ok else f"AfterSuccess{follow_up['result']}"
         events.append(("Normal" if ok else "Warning", reason, follow_up["message"]))

@@ -1,6 +1,7 @@
 -- Argo CD health check for secretstage.io/SecretStagePromotion.
 -- Healthy: the promotion of the current generation succeeded. Degraded: it failed (the reason and
--- message of the Succeeded condition say why). Progressing: not handled yet, in flight, waiting
+-- message of the Succeeded condition say why; a failed gate that rolled back is RolledBack).
+-- Progressing: not handled yet, in flight, its gate checking the consumers (Verifying), waiting
 -- for credentials, or the status belongs to an older generation (a spec edit is a new promotion).
 local hs = {}
 if obj.status == nil or obj.status.phase == nil then
@@ -28,7 +29,7 @@ if phase == "Succeeded" then
   hs.status = "Healthy"
 elseif phase == "Failed" then
   hs.status = "Degraded"
-elseif phase == "Pending" or phase == "InProgress" then
+elseif phase == "Pending" or phase == "InProgress" or phase == "Verifying" then
   hs.status = "Progressing"
 else
   hs.status = "Unknown"

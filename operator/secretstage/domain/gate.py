@@ -1,0 +1,297 @@
+"""The gate: after a stage moved, prove that its consumers work on the new version, or undo it. Pure.
+
+``spec.gate`` names the checks: ``consumers`` (every workload ``afterSuccess.restart`` restarted
+finishes its rollout healthy on the new version) and ``jobs`` (smoke-test Jobs that must succeed),
+within ``timeout``; on a failed check ``onFailure`` says what happens: ``Rollback`` (default) moves
+the stage back where ``stagesBefore`` had it, ``Hold`` leaves it and fails the promotion.
+
+What the gate has done is journaled (``domain.journal``: ``GateState``, ``RollbackState``) like the
+move itself.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+ROLLBACK, HOLD = "Rollback", "Hold"
+DEFAULT_TIMEOUT_SECONDS = 600
+MIN_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS = 30, 6 * 3600
+DEFAULT_MAX_RESTARTS = 3
+POLL_SECONDS = 5.0  # how often a running gate looks at its checks (nothing is sent to KMS meanwhile)
+VERSION_ANNOTATION = "secretstage.io/version"  # stamped on a restarted pod template: the version it reads
+JOB_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?")
+_DURATION = re.compile(r"(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+)s)?")
+
+
+class Verdict(enum.Enum):
+    PENDING = "Pending"
+    PASSED = "Passed"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class GateJob:
+    name: str
+    template: Mapping[str, Any]  # a batch/v1 JobSpec
+
+
+@dataclass(frozen=True)
+class Gate:
+    consumers: bool = False
+    jobs: tuple[GateJob, ...] = ()
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
+    on_failure: str = ROLLBACK
+    max_restarts: int = DEFAULT_MAX_RESTARTS
+
+
+def parse_duration(text: str) -> int | None:
+    """Seconds of a Go-style duration (``90s``, ``10m``, ``1h30m``); None when it is not one."""
+    match = _DURATION.fullmatch(text)
+    if match is None or not any(match.groupdict().values()):
+        return None
+    return sum(int(match.group(unit) or 0) * factor for unit, factor in (("h", 3600), ("m", 60), ("s", 1)))
+
+
+def parse_gate(raw: Any, *, restart: Sequence[tuple[str, str]], problems: list[tuple[str, str]]) -> Gate | None:
+    """``spec.gate``, or None; each problem is (field, message with the fix)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        problems.append(("spec.gate", "must be an object with consumers and/or jobs"))
+        return None
+    known = {"consumers", "jobs", "timeout", "onFailure", "maxRestarts"}
+    for key in sorted(set(raw) - known):
+        problems.append((f"spec.gate.{key}", f"is not a gate field; the fields are {', '.join(sorted(known))}"))
+    consumers = raw.get("consumers", False)
+    if not isinstance(consumers, bool):
+        problems.append(("spec.gate.consumers", "must be true or false"))
+        consumers = False
+    if consumers and not restart:
+        problems.append(
+            (
+                "spec.gate.consumers",
+                "checks the workloads spec.afterSuccess.restart restarts, and it names none; list them there",
+            )
+        )
+    jobs = _jobs(raw.get("jobs"), problems)
+    if not consumers and not jobs:
+        problems.append(("spec.gate", "checks nothing: set consumers: true and/or list jobs"))
+    timeout = DEFAULT_TIMEOUT_SECONDS
+    if raw.get("timeout") is not None:
+        parsed = parse_duration(str(raw["timeout"])) if isinstance(raw["timeout"], str) else None
+        if parsed is None or not MIN_TIMEOUT_SECONDS <= parsed <= MAX_TIMEOUT_SECONDS:
+            problems.append(
+                (
+                    "spec.gate.timeout",
+                    f"{raw['timeout']!r} is not a duration between {MIN_TIMEOUT_SECONDS}s and "
+                    f"{MAX_TIMEOUT_SECONDS // 3600}h; write it as 10m, 90s or 1h30m",
+                )
+            )
+        else:
+            timeout = parsed
+    on_failure = raw.get("onFailure", ROLLBACK)
+    if on_failure not in (ROLLBACK, HOLD):
+        problems.append(("spec.gate.onFailure", f"{on_failure!r} is neither {ROLLBACK} nor {HOLD}"))
+        on_failure = ROLLBACK
+    max_restarts = raw.get("maxRestarts", DEFAULT_MAX_RESTARTS)
+    if not isinstance(max_restarts, int) or isinstance(max_restarts, bool) or not 0 <= max_restarts <= 100:
+        problems.append(("spec.gate.maxRestarts", "must be a whole number from 0 to 100"))
+        max_restarts = DEFAULT_MAX_RESTARTS
+    return Gate(consumers, tuple(jobs), timeout, str(on_failure), max_restarts)
+
+
+def _jobs(raw: Any, problems: list[tuple[str, str]]) -> list[GateJob]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        problems.append(("spec.gate.jobs", "must be a list of {name, template}"))
+        return []
+    jobs: list[GateJob] = []
+    for i, item in enumerate(raw):
+        where = f"spec.gate.jobs[{i}]"
+        if not isinstance(item, Mapping) or set(item) - {"name", "template"}:
+            problems.append((where, "takes name and template (a batch/v1 JobSpec)"))
+            continue
+        name, template = item.get("name"), item.get("template")
+        if not (isinstance(name, str) and JOB_NAME.fullmatch(name)):
+            problems.append((f"{where}.name", "must be a DNS label of at most 40 characters"))
+            continue
+        if name in {j.name for j in jobs}:
+            problems.append((f"{where}.name", f"{name!r} is listed twice"))
+            continue
+        spec_template = template.get("template") if isinstance(template, Mapping) else None
+        if not isinstance(spec_template, Mapping) or not isinstance(spec_template.get("spec"), Mapping):
+            problems.append((f"{where}.template", "must be a batch/v1 JobSpec, with template.spec (the pod)"))
+            continue
+        assert isinstance(template, Mapping)
+        jobs.append(GateJob(name, template))
+    return jobs
+
+
+def job_name(promotion: str, job: str, generation: int) -> str:
+    """The Job a gate creates: one per promotion, check and generation (a new generation gates anew)."""
+    suffix = f"-{job}-g{generation}"
+    return promotion[: 63 - len(suffix)].rstrip("-.") + suffix
+
+
+# --- what a check found ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    kind: str  # Deployment, StatefulSet, DaemonSet (a consumer) or Job
+    name: str
+    verdict: Verdict
+    message: str
+    ready: str | None = None  # consumers: "3/4" pods ready on the version
+    version: str | None = None  # consumers: the version their pod template carries
+
+    def to_status(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "kind": self.kind,
+            "name": self.name,
+            "verdict": self.verdict.value,
+            "message": self.message,
+        }
+        if self.ready is not None:
+            entry["ready"] = self.ready
+        if self.version is not None:
+            entry["version"] = self.version
+        return entry
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def consumer_check(
+    workload: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], version: str, max_restarts: int
+) -> Check:
+    """Whether one restarted workload finished its rollout healthy on ``version``.
+
+    Healthy: the controller observed the restart and every replica is updated and available (no old
+    pod left). Failed: the Deployment's progress deadline passed, or a container of a pod on the new
+    version restarted more than ``max_restarts`` times (a crash loop on the new value shows here
+    long before any deadline).
+    """
+    kind = str(workload.get("kind") or "")
+    meta, spec, status = (workload.get(k) or {} for k in ("metadata", "spec", "status"))
+    name = str(meta.get("name") or "")
+    template_version = _annotations(spec.get("template") or {}).get(VERSION_ANNOTATION)
+    on_version = [p for p in pods if _annotations(p).get(VERSION_ANNOTATION) == version]
+    ready_pods = [p for p in on_version if _pod_ready(p) and not (p.get("metadata") or {}).get("deletionTimestamp")]
+
+    def check(verdict: Verdict, message: str) -> Check:
+        return Check(kind, name, verdict, message, f"{len(ready_pods)}/{wanted}", template_version)
+
+    wanted = _wanted(kind, spec, status)
+    for pod in on_version:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            restarts = _int(container.get("restartCount"))
+            if restarts > max_restarts:
+                waiting = ((container.get("state") or {}).get("waiting") or {}).get("reason")
+                return check(
+                    Verdict.FAILED,
+                    f"{kind} {name}: container {container.get('name')} of pod "
+                    f"{(pod.get('metadata') or {}).get('name')} restarted {restarts} times on {version} "
+                    f"(more than {max_restarts})" + (f", now {waiting}" if waiting else ""),
+                )
+    if template_version != version:
+        return check(Verdict.PENDING, f"{kind} {name}: its pod template is not stamped {version} yet")
+    if _int(status.get("observedGeneration")) < _int(meta.get("generation")):
+        return check(Verdict.PENDING, f"{kind} {name}: the controller has not seen the restart yet")
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+            return check(
+                Verdict.FAILED, f"{kind} {name}: the rollout exceeded its progress deadline: {condition.get('message')}"
+            )
+    done, progress = _rolled_out(kind, spec, status)
+    if not done:
+        return check(Verdict.PENDING, f"{kind} {name}: rolling out, {progress}")
+    return check(Verdict.PASSED, f"{kind} {name}: {len(ready_pods)}/{wanted} pods ready on {version}")
+
+
+def _wanted(kind: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> int:
+    if kind == "DaemonSet":
+        return _int(status.get("desiredNumberScheduled"))
+    return _int(spec.get("replicas"), 1)
+
+
+def _rolled_out(kind: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> tuple[bool, str]:
+    if kind == "DaemonSet":
+        desired = _int(status.get("desiredNumberScheduled"))
+        updated, available = _int(status.get("updatedNumberScheduled")), _int(status.get("numberAvailable"))
+        return updated == desired and available == desired, f"{updated} of {desired} updated, {available} available"
+    replicas = _int(spec.get("replicas"), 1)
+    updated = _int(status.get("updatedReplicas"))
+    if kind == "StatefulSet":
+        ready = _int(status.get("readyReplicas"))
+        same = status.get("currentRevision") == status.get("updateRevision")
+        return updated == replicas and ready == replicas and same, f"{updated} of {replicas} updated, {ready} ready"
+    available, total = _int(status.get("availableReplicas")), _int(status.get("replicas"))
+    done = updated == replicas and available == replicas and total == replicas
+    return done, f"{updated} of {replicas} updated, {available} available, {total - updated} old left"
+
+
+def _annotations(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (obj.get("metadata") or {}).get("annotations") or {}
+
+
+def has_condition(obj: Mapping[str, Any], type_: str) -> bool:
+    """A condition of ``type_`` with status True in ``status.conditions``."""
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == type_ and c.get("status") == "True" for c in conditions)
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    return has_condition(pod, "Ready")
+
+
+def job_check(name: str, job: Mapping[str, Any] | None, logs_tail: str = "") -> Check:
+    """A smoke-test Job's verdict from its conditions (batch/v1: Complete or Failed)."""
+    if job is None:
+        return Check("Job", name, Verdict.PENDING, f"Job {name}: not created yet")
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return Check("Job", name, Verdict.PASSED, f"Job {name}: succeeded")
+        if condition.get("type") in ("Failed", "FailureTarget"):
+            tail = f"; its last lines: {logs_tail}" if logs_tail else ""
+            return Check(
+                "Job",
+                name,
+                Verdict.FAILED,
+                f"Job {name}: failed ({condition.get('reason')}: {condition.get('message')}){tail}",
+            )
+    return Check("Job", name, Verdict.PENDING, f"Job {name}: running")
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def later(now: str, seconds: int) -> str:
+    return (_parse_time(now) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def passed_deadline(now: str, deadline: str) -> bool:
+    return _parse_time(now) >= _parse_time(deadline)
+
+
+def verdict_of(checks: Sequence[Check], *, timed_out: bool) -> tuple[Verdict, str | None]:
+    """All passed: PASSED. Any failed: FAILED, naming the first. Still pending at the deadline: FAILED."""
+    for check in checks:
+        if check.verdict is Verdict.FAILED:
+            return Verdict.FAILED, check.message
+    pending = [c for c in checks if c.verdict is Verdict.PENDING]
+    if not pending:
+        return Verdict.PASSED, None
+    if timed_out:
+        return Verdict.FAILED, f"the gate timed out with checks still pending: {pending[0].message}"
+    return Verdict.PENDING, None

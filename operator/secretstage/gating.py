@@ -1,0 +1,151 @@
+"""The gate's checks, read from the API server (domain.gate decides what they mean).
+
+Consumers: each workload afterSuccess restarted, and its pods (by the workload's selector) that
+carry the version stamp. Jobs: created once per promotion, check and generation (by name, so a
+second attempt finds the first's), owned by the promotion (deleted with it); a failed Job's last log
+lines go into the check's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from secretstage.aftersuccess import WORKLOAD_RESOURCES
+from secretstage.domain.gate import (
+    Check,
+    Gate,
+    GateJob,
+    Verdict,
+    consumer_check,
+    has_condition,
+    job_check,
+    job_name,
+)
+from secretstage.kube import GROUP, VERSION
+from secretstage.kubehttp import KubeCallFailed, KubeHttp, path
+
+KIND = "SecretStagePromotion"
+LOG_LINES = 5
+LOG_CHARS = 400
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The promotion a gate belongs to (its Jobs are owned by it, and named after it)."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+
+
+async def checks(
+    kube: KubeHttp, owner: Owner, gate: Gate, version: str, *, restart: Sequence[tuple[str, str]]
+) -> list[Check]:
+    work = [consumer(kube, owner.namespace, kind, name, version, gate.max_restarts) for kind, name in restart]
+    if not gate.consumers:
+        work = []
+    work += [smoke_job(kube, owner, job) for job in gate.jobs]
+    return list(await asyncio.gather(*work))
+
+
+def selector(workload: Mapping[str, Any]) -> str:
+    """The workload's label selector as a query string (matchLabels and matchExpressions)."""
+    spec = (workload.get("spec") or {}).get("selector") or {}
+    terms = [f"{k}={v}" for k, v in sorted((spec.get("matchLabels") or {}).items())]
+    for expression in spec.get("matchExpressions") or []:
+        key, operator, values = expression.get("key"), expression.get("operator"), expression.get("values") or []
+        if operator == "In":
+            terms.append(f"{key} in ({','.join(values)})")
+        elif operator == "NotIn":
+            terms.append(f"{key} notin ({','.join(values)})")
+        elif operator == "Exists":
+            terms.append(str(key))
+        elif operator == "DoesNotExist":
+            terms.append(f"!{key}")
+    return ",".join(terms)
+
+
+async def consumer(kube: KubeHttp, namespace: str, kind: str, name: str, version: str, max_restarts: int) -> Check:
+    url = path("apis", "apps", "v1", "namespaces", namespace, WORKLOAD_RESOURCES[kind], name)
+    try:
+        workload = await kube.request(namespace, "GET", url)
+        query = urlencode({"labelSelector": selector(workload)})
+        pods = await kube.request(namespace, "GET", f"{path('api', 'v1', 'namespaces', namespace, 'pods')}?{query}")
+    except KubeCallFailed as exc:
+        if exc.status == 404:
+            return Check(kind, name, Verdict.FAILED, f"{kind} {namespace}/{name} not found")
+        return Check(kind, name, Verdict.PENDING, f"{kind} {name}: cannot read it: HTTP {exc.status} {exc.message}")
+    except Exception as exc:  # the API server unreachable: look again
+        return Check(kind, name, Verdict.PENDING, f"{kind} {name}: cannot read it: {type(exc).__name__}")
+    workload.setdefault("kind", kind)
+    return consumer_check(workload, pods.get("items") or [], version, max_restarts)
+
+
+async def smoke_job(kube: KubeHttp, owner: Owner, job: GateJob) -> Check:
+    name = job_name(owner.name, job.name, owner.generation)
+    jobs = path("apis", "batch", "v1", "namespaces", owner.namespace, "jobs")
+    try:
+        try:
+            found: dict[str, Any] | None = await kube.request(owner.namespace, "GET", f"{jobs}/{name}")
+        except KubeCallFailed as exc:
+            if exc.status != 404:
+                raise
+            found = None
+        if found is None:
+            try:
+                await kube.request(owner.namespace, "POST", jobs, json=job_manifest(owner, job, name))
+            except KubeCallFailed as exc:
+                if exc.status == 409:  # another attempt created it a moment ago
+                    return job_check(name, None)
+                if exc.status in (400, 422):  # the template is not a valid JobSpec: it can never pass
+                    return Check("Job", name, Verdict.FAILED, f"Job {name}: the API server refused it: {exc.message}")
+                raise
+            return job_check(name, None)
+        failed = has_condition(found, "Failed")
+        return job_check(name, found, await _log_tail(kube, owner.namespace, name) if failed else "")
+    except KubeCallFailed as exc:
+        return Check("Job", name, Verdict.PENDING, f"Job {name}: HTTP {exc.status} {exc.message}")
+    except Exception as exc:
+        return Check("Job", name, Verdict.PENDING, f"Job {name}: {type(exc).__name__}")
+
+
+def job_manifest(owner: Owner, job: GateJob, name: str) -> dict[str, Any]:
+    spec = copy.deepcopy(dict(job.template))
+    spec.setdefault("backoffLimit", 0)  # a smoke test either passes or fails; retries are the test's business
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": {"secretstage.io/promotion": owner.name, "secretstage.io/gate-check": job.name},
+            "ownerReferences": [
+                {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": owner.name, "uid": owner.uid}
+            ],
+        },
+        "spec": spec,
+    }
+
+
+async def _log_tail(kube: KubeHttp, namespace: str, job: str) -> str:
+    """The last lines the Job's newest pod printed (best effort: none when they cannot be read)."""
+    try:
+        query = urlencode({"labelSelector": f"job-name={job}"})
+        pods = (await kube.request(namespace, "GET", f"{path('api', 'v1', 'namespaces', namespace, 'pods')}?{query}"))[
+            "items"
+        ]
+        if not pods:
+            return ""
+        newest = max(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+        pod = (newest.get("metadata") or {}).get("name")
+        url = path("api", "v1", "namespaces", namespace, "pods", str(pod), "log")
+        text = await kube.request_text(namespace, f"{url}?{urlencode({'tailLines': LOG_LINES})}")
+    except Exception:
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-LOG_LINES:])[-LOG_CHARS:]

@@ -1,0 +1,125 @@
+"""spec.gate on the real API server with the emulator, both KMS modes: the gate starts, creates its Job
+(owned by the promotion), and when a check does not pass by the deadline the stage goes back.
+
+There is no node here, so the smoke Job never runs and the gate can only time out: that is the path
+these tests take on purpose. Checks that pass (consumers healthy on the new version, a Job that
+succeeds) need pods: tests/node.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from tests.harness import EmulatorProcess, OperatorProcess, Promotions, condition, spec_for
+from tests.support import wait_for
+
+SMOKE = {
+    "name": "login-check",
+    "template": {
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "check", "image": "registry.example/login-check:1", "command": ["/check"]}],
+            }
+        }
+    },
+}
+
+
+def gated(emulator: EmulatorProcess, secret: str, on_failure: str) -> dict[str, Any]:
+    return spec_for(
+        emulator,
+        secret,
+        moveToVersion="v2",
+        precondition={"currentVersion": "v1"},
+        gate={"jobs": [SMOKE], "timeout": "30s", "onFailure": on_failure},
+    )
+
+
+def test_a_gate_that_does_not_pass_in_time_rolls_back(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    rolled, held = f"gate-{uuid.uuid4().hex[:6]}", f"hold-{uuid.uuid4().hex[:6]}"
+    for secret in (rolled, held):
+        emulator.seed(secret, "v0", "v1", "v2")  # v1 current, v0 previous
+    for secret in (rolled, held):
+        emulator.move(secret, "ACSCurrent", "v1", "v0")
+        if emulator.holder(secret, "ACSPrevious") != "v0":  # a KMS that does not move ACSPrevious itself
+            emulator.move(secret, "ACSPrevious", "v0", "")
+    set_up = emulator.moves_for(rolled)
+    created = time.monotonic()
+    promotions.create(ns, "rollback", gated(emulator, rolled, "Rollback"))
+    promotions.create(ns, "hold", gated(emulator, held, "Hold"))
+
+    verifying = promotions.wait_phase(ns, "rollback", "Verifying", timeout=30)
+    assert emulator.holder(rolled, "ACSCurrent") == "v2"  # moved; now proving it
+    assert condition(verifying, "Verified")["status"] == "Unknown"
+    job = wait_for(
+        lambda: _job(promotions, ns, "rollback-login-check-g1"), lambda j: j is not None, timeout=30, what="the Job"
+    )
+    assert job is not None
+    owner = job.metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.uid) == ("SecretStagePromotion", "rollback", verifying["metadata"]["uid"])
+    assert job.spec.backoff_limit == 0
+
+    done = promotions.wait_phase(ns, "rollback", "Succeeded", "Failed", timeout=90)
+    took = time.monotonic() - created
+    assert (done["status"]["phase"], condition(done, "Succeeded")["reason"]) == ("Failed", "RolledBack"), done["status"]
+    assert 30 <= took < 90, took
+    assert (
+        "the gate timed out with checks still pending: Job rollback-login-check-g1"
+        in condition(done, "Succeeded")["message"]
+    )
+    assert condition(done, "Verified")["status"] == "False"
+    assert emulator.holder(rolled, "ACSCurrent") == "v1"
+    assert emulator.holder(rolled, "ACSPrevious") == "v0"  # as stagesBefore had it
+    assert emulator.moves_for(rolled) == set_up + 2  # the move, and the one move back
+    back = [
+        h
+        for h in emulator.calls()["history"]
+        if h["action"] == "UpdateSecretVersionStage"
+        and h.get("SecretName") == rolled
+        and h.get("MoveToVersion") == "v1"
+    ]
+    assert done["status"]["rollback"]["requestId"] == back[-1]["request_id"]
+    assert done["status"]["requestId"] != done["status"]["rollback"]["requestId"]
+    events = promotions.wait_events(ns, "rollback", lambda es: any(e.reason == "PromotionFailed" for e in es))
+    assert any("RolledBack" in (e.message or "") or "gate failed" in (e.message or "") for e in events)
+
+    kept = promotions.wait_phase(ns, "hold", "Succeeded", "Failed", timeout=60)
+    assert (kept["status"]["phase"], condition(kept, "Succeeded")["reason"]) == ("Failed", "GateFailed")
+    assert emulator.holder(held, "ACSCurrent") == "v2"  # Hold: left for a person
+    assert emulator.moves_for(held) == set_up + 1
+
+
+def _job(promotions: Promotions, namespace: str, name: str) -> k8s.V1Job | None:
+    try:
+        return k8s.BatchV1Api(promotions.api.api_client).read_namespaced_job(name, namespace)
+    except k8s.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+@pytest.mark.parametrize(
+    ("gate", "extra", "needle"),
+    [
+        ({}, {}, "spec.gate checks nothing"),
+        ({"consumers": True}, {}, "spec.gate.consumers checks the workloads spec.afterSuccess.restart restarts"),
+        ({"jobs": [SMOKE], "onFailure": "Retry"}, {}, "Unsupported value"),
+        ({"jobs": [SMOKE], "timeout": "ten minutes"}, {}, "spec.gate.timeout"),
+    ],
+)
+def test_bad_gates_are_refused_at_admission(
+    emulator: EmulatorProcess, promotions: Promotions, ns: str, gate: dict[str, Any], extra: dict[str, Any], needle: str
+) -> None:
+    spec = {**spec_for(emulator, "never-moved", moveToVersion="v2", gate=gate), **extra}
+    with pytest.raises(k8s.ApiException) as err:
+        promotions.create(ns, f"bad-{uuid.uuid4().hex[:6]}", spec)
+    assert err.value.status == 422
+    assert needle in str(err.value.body)
