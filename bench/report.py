@@ -115,6 +115,37 @@ ratio {worst} {_met(worst >= 0.9)}. The chart's memory request and limit (values
 """
 
 
+def _gate(r: dict[str, Any]) -> str:
+    if "gate_gated_k8s_total" not in r:
+        return ""
+
+    def row(kind: str) -> str:
+        k = f"gate_{kind}_"
+        return f"| {kind} | {r[k + 'k8s_total']} | {r[k + 'kms_total']} | {r[k + 'cpu_ms']} | {r[k + 'seconds']} |"
+
+    gated = ", ".join(f"{k} {v}" for k, v in r["gate_gated_k8s"].items())
+    return f"""## What a gate costs (issue 23)
+
+A burst of {r["gate_burst"]} promotions gated by one smoke Job each, against {r["gate_burst"]} without a
+gate, one operator each. This plane has no node: the bench marks each Job Complete as soon as it
+sees it (its requests are not counted), so the figures are the gate's own work: create the Job,
+look at it every 5 s until it is done, journal the gate, read KMS once after the verdict. Per
+promotion:
+
+| | Kubernetes requests | KMS requests | operator CPU (ms) | burst done after (s) |
+|---|---|---|---|---|
+{row("ungated")}
+{row("gated")}
+
+The gate adds {r["gate_extra_k8s"]} Kubernetes requests ({r["gate_extra_k8s_vs_floor"]}x the floor of 3: create
+the Job, read it once done, journal the gate's start) and {r["gate_extra_kms"]} KMS requests
+({r["gate_extra_kms_vs_floor"]}x the floor of 1: the read after the verdict); operator CPU
+{r["gate_cpu_ratio"]}x an ungated promotion's. Gated, by verb and resource: {gated}. The time is the 5 s
+look interval, not work.
+
+"""
+
+
 def _fairness(r: dict[str, Any]) -> str:
     if "fairness_behind_s" not in r:
         return ""
@@ -487,7 +518,7 @@ done), {r.get("soak_rss_end_mib", "?")} MiB at the end, {r.get("soak_rss_max_mib
 
 {_why(r)}
 
-{_before(r)}{_backlog(r)}{_fairness(r)}
+{_before(r)}{_backlog(r)}{_gate(r)}{_fairness(r)}
 Raw numbers: `bench/results/latest.json`.
 """
     (DOCS / "benchmarks.md").write_text(text)

@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,7 @@ from secretstage.kms import Credentials, KmsClient, StaticProvider
 
 RESULTS = ROOT / "bench" / "results"
 FAIRNESS_TIMEOUT = 120.0
-SCENARIOS = ("fairness", "latency", "cost", "startup", "scaling", "soak", "backlog")
+SCENARIOS = ("fairness", "latency", "cost", "startup", "scaling", "soak", "backlog", "gate")
 BACKLOG_RATE = 40.0  # KMS requests/s while a backlog drains: the shared gateway's quota per account and region
 KMS_CONCURRENCY = 20  # the operator's default --kms-max-concurrency: the yardsticks' promotions in flight
 
@@ -90,6 +91,15 @@ def spec(url: str, secret: str) -> dict[str, Any]:
 
 
 CONTROLLERS = ("ours", "contract", "raw")
+# A gate needs at least, per promotion: the Job created, read once it is done, and the gate's start
+# journaled (status); and one KMS read after the verdict (the stage still on the version).
+GATE_FLOOR_K8S, GATE_FLOOR_KMS = 3, 1
+SMOKE_JOB = {
+    "name": "smoke",
+    "template": {
+        "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "smoke", "image": "smoke:1"}]}}
+    },
+}
 
 
 class Bench:
@@ -240,6 +250,82 @@ class Bench:
         for kind in ("raw", "contract"):
             r[f"cost_cpu_vs_{kind}"] = round(r["cost_ours_cpu_ms_total"] / r[f"cost_{kind}_cpu_ms_total"], 2)
             r[f"throughput_vs_{kind}"] = round(r["throughput_ours_per_s"] / r[f"throughput_{kind}_per_s"], 2)
+
+    def complete_jobs(self, ns: str, stop: threading.Event) -> None:
+        """Stands in for the Job controller and the node (this plane has neither): every Job created in
+        ``ns`` is marked Complete. Its requests are the load generator's, not counted for the operator."""
+        http, done = self.plane.client(), set()
+        jobs = f"/apis/batch/v1/namespaces/{ns}/jobs"
+        while not stop.wait(0.2):
+            for job in http.get(jobs).json().get("items", []):
+                name = job["metadata"]["name"]
+                if name in done:
+                    continue
+                now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                conditions = [
+                    {"type": t, "status": "True", "lastProbeTime": now, "lastTransitionTime": now}
+                    for t in ("SuccessCriteriaMet", "Complete")
+                ]
+                status = {"startTime": now, "completionTime": now, "succeeded": 1, "conditions": conditions}
+                http.patch(
+                    f"{jobs}/{name}/status",
+                    json={"status": status},
+                    headers={"content-type": "application/merge-patch+json"},
+                ).raise_for_status()
+                done.add(name)
+
+    def gate(self, count: int) -> None:
+        """What a gate adds: a burst of ``count`` promotions gated by one smoke Job each (marked Complete
+        at once by complete_jobs), against a burst of ``count`` ungated ones, on one operator each.
+        Per promotion: Kubernetes and KMS requests, and the operator's CPU; and the ratio of the extra
+        requests to the least a gate needs (GATE_FLOOR_*)."""
+        r = self.results
+        for kind in ("ungated", "gated"):
+            ns, names = self.fresh(f"gate-{kind}", count)
+            proc = self.controller("ours", ns, f"gate-{kind}")
+            watcher = Watcher(self.plane, ns)
+            stop = threading.Event()
+            completer = threading.Thread(target=self.complete_jobs, args=(ns, stop), daemon=True)
+            completer.start()
+            self.emu_http.post("/_emulator/reset")
+            mark = self.plane.audit_mark()
+            cpu_before, started = proc.cpu_s(), time.monotonic()
+            try:
+                gate = {"gate": {"jobs": [SMOKE_JOB]}} if kind == "gated" else {}
+                with ThreadPoolExecutor(8) as pool:
+                    specs = [{**spec(self.url, name), **gate} for name in names]
+                    list(pool.map(lambda i, ns=ns, specs=specs: self.plane.create(ns, f"p{i}", specs[i]), range(count)))
+                watcher.wait([f"p{i}" for i in range(count)], 900)
+                elapsed = max(watcher.done.values()) - started
+                settle(proc)
+                cpu_ms = (proc.cpu_s() - cpu_before) * 1000 / count
+            finally:
+                stop.set()
+                watcher.stop()
+                proc.stop()
+            if watcher.failed:
+                raise RuntimeError(
+                    f"gate {kind}: {len(watcher.failed)} failed, e.g. {list(watcher.failed.items())[:2]}"
+                )
+            requests = Counter(
+                f"{e['verb']} {e['objectRef']['resource']}"
+                + (f"/{e['objectRef']['subresource']}" if e["objectRef"].get("subresource") else "")
+                for e in self.plane.audited(mark, ns)
+                if e["verb"] not in ("list", "watch")
+            )
+            calls = self.emu_http.get("/_emulator/calls").json()["calls"]
+            r[f"gate_{kind}_k8s"] = {k: round(v / count, 2) for k, v in sorted(requests.items())}
+            r[f"gate_{kind}_k8s_total"] = round(sum(requests.values()) / count, 2)
+            r[f"gate_{kind}_kms_total"] = round(sum(calls.values()) / count, 2)
+            r[f"gate_{kind}_cpu_ms"] = round(cpu_ms, 2)
+            r[f"gate_{kind}_seconds"] = round(elapsed, 2)
+        r["gate_burst"] = count
+        extra_k8s = r["gate_gated_k8s_total"] - r["gate_ungated_k8s_total"]
+        extra_kms = r["gate_gated_kms_total"] - r["gate_ungated_kms_total"]
+        r["gate_extra_k8s"], r["gate_extra_kms"] = round(extra_k8s, 2), round(extra_kms, 2)
+        r["gate_extra_k8s_vs_floor"] = round(extra_k8s / GATE_FLOOR_K8S, 2)
+        r["gate_extra_kms_vs_floor"] = round(extra_kms / GATE_FLOOR_KMS, 2)
+        r["gate_cpu_ratio"] = round(r["gate_gated_cpu_ms"] / r["gate_ungated_cpu_ms"], 2)
 
     def done_at_startup(self, present: int, kind: str = "ours") -> dict[str, Any]:
         """``present`` promotions already Succeeded, and one new one, when the operator starts: time to
@@ -621,6 +707,10 @@ def main() -> int:
                     r["backlog_rate"] = BACKLOG_RATE
                     for key, value in b.items():
                         r[f"backlog_{n}_{kind}_{key}"] = round(value, 2)
+        if "gate" in chosen:
+            burst = 50 if args.quick else 200
+            step(f"gate overhead: a burst of {burst} gated by one Job each, against {burst} ungated")
+            bench.gate(burst)
         if "soak" in chosen:
             total = 1000 if args.quick else 10000
             step(f"soak: {total} promotions created and deleted")

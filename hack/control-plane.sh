@@ -298,6 +298,7 @@ cmd_up() {
     # untaint a Ready node, publish kube-root-ca.crt (ServiceAccount token volumes), Deployments, Services
     kcm_node=",node-lifecycle-controller,root-ca-certificate-publisher-controller,replicaset-controller"
     kcm_node+=",deployment-controller,endpointslice-controller,endpoints-controller,pod-garbage-collector-controller"
+    kcm_node+=",statefulset-controller,daemonset-controller,job-controller"  # the gate's consumers and Jobs
   else
     node_args=(--bind-address 127.0.0.1 --advertise-address 192.0.2.10 --endpoint-reconciler-type none
       --authorization-mode RBAC)

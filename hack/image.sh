@@ -6,6 +6,10 @@
 #                                 tarball and prints its path (import it with hack/node.sh import)
 #   hack/image.sh retag FROM TO   the built image under another tag, as its own tarball
 #   hack/image.sh rm TAG...       remove built images from the buildah storage (the base stays)
+#   hack/image.sh app DIR TAG FROM_TAG
+#                                 DIR/Dockerfile (a test application) built on the operator image
+#                                 FROM_TAG, as localhost/secretstage/<basename DIR>:TAG; prints its tarball
+#   hack/image.sh rm-app NAME TAG...  remove such application images
 #
 # No registry is reachable here, so the Dockerfile's base (ARG PYTHON_IMAGE, python:3.11-slim-bookworm
 # by default) is replaced by one built from Debian bookworm's own python3.11 with debootstrap: the same
@@ -106,10 +110,35 @@ cmd_rm() {  # TAG...: each image is a full copy in vfs storage (~370 MB), so tes
   for tag in "$@"; do buildah_ rmi "$REPOSITORY:$tag" >/dev/null 2>&1 || true; done
 }
 
+cmd_app() {  # DIR TAG FROM_TAG: a test application (tests/node/consumer) on the built operator image
+  [ $# -eq 3 ] || die "usage: image.sh app DIR TAG FROM_TAG"
+  local dir=$1 tag=$2 from=$REPOSITORY:$3 name image out t0=$SECONDS
+  [ -f "$dir/Dockerfile" ] || die "no Dockerfile in $dir"
+  name=$(basename "$dir")
+  image=localhost/secretstage/$name:$tag
+  out=$IMAGE_DIR/$name-$tag.tar
+  mkdir -p "$IMAGE_DIR"
+  buildah_ bud --quiet --isolation chroot --layers=false --build-arg "BASE=$from" -t "$image" \
+    -f "$dir/Dockerfile" "$dir" >&2
+  rm -f "$out"
+  buildah_ push --quiet "$image" "docker-archive:$out:$image" >&2
+  log "built $image in $((SECONDS - t0))s"
+  echo "$out"
+}
+
+cmd_rm_app() {  # NAME TAG...
+  local name=$1 tag
+  shift
+  for tag in "$@"; do buildah_ rmi "localhost/secretstage/$name:$tag" >/dev/null 2>&1 || true; done
+}
+
 case "${1:-}" in
   base) cmd_base ;;
   build) shift; cmd_build "$@" ;;
   retag) shift; cmd_retag "$@" ;;
   rm) shift; cmd_rm "$@" ;;
-  *) echo "usage: $0 base|build [TAG]|retag FROM_TAG TO_TAG|rm TAG..." >&2; exit 2 ;;
+  app) shift; cmd_app "$@" ;;
+  rm-app) shift; cmd_rm_app "$@" ;;
+  *) echo "usage: $0 base|build [TAG]|retag FROM_TAG TO_TAG|rm TAG...|app DIR TAG FROM_TAG|rm-app NAME TAG..." >&2
+     exit 2 ;;
 esac

@@ -11,10 +11,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from secretstage.domain.gate import VERSION_ANNOTATION  # the version the restarted pods read: the gate counts by it
+from secretstage.domain.gate import RESTARTED_AT, VERSION_ANNOTATION  # the gate counts the restarted pods by these
 from secretstage.kubehttp import MERGE_PATCH, KubeCallFailed, KubeHttp, path
 
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
 FORCE_SYNC = "force-sync"  # the annotation External Secrets Operator re-syncs on
 ESO_GROUP, ESO_VERSION, ESO_PLURAL = "external-secrets.io", "v1", "externalsecrets"
 

@@ -26,6 +26,7 @@ from secretstage.domain.gate import (
     job_check,
     job_name,
 )
+from secretstage.domain.gate import cannot_run as gate_cannot_run
 from secretstage.kube import GROUP, VERSION
 from secretstage.kubehttp import KubeCallFailed, KubeHttp, path
 
@@ -47,11 +48,35 @@ class Owner:
 async def checks(
     kube: KubeHttp, owner: Owner, gate: Gate, version: str, *, restart: Sequence[tuple[str, str]]
 ) -> list[Check]:
-    work = [consumer(kube, owner.namespace, kind, name, version, gate.max_restarts) for kind, name in restart]
-    if not gate.consumers:
-        work = []
+    # coroutines are made only for checks that run: one made and dropped would warn "never awaited"
+    work = (
+        [consumer(kube, owner.namespace, kind, name, version, gate.max_restarts) for kind, name in restart]
+        if gate.consumers
+        else []
+    )
     work += [smoke_job(kube, owner, job) for job in gate.jobs]
     return list(await asyncio.gather(*work))
+
+
+async def cannot_run(
+    kube: KubeHttp, namespace: str, gate: Gate, restart: Sequence[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The gate's refusals (domain.gate.cannot_run) from the workloads as the API server has them now.
+    A workload that cannot be read for another reason raises: the attempt is retried, nothing moved."""
+    if not gate.consumers:
+        return []
+
+    async def read(kind: str, name: str) -> dict[str, Any] | None:
+        url = path("apis", "apps", "v1", "namespaces", namespace, WORKLOAD_RESOURCES[kind], name)
+        try:
+            return dict(await kube.request(namespace, "GET", url))
+        except KubeCallFailed as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    workloads = await asyncio.gather(*(read(kind, name) for kind, name in restart))
+    return gate_cannot_run(gate, restart, workloads)
 
 
 def selector(workload: Mapping[str, Any]) -> str:

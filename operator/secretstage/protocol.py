@@ -44,6 +44,7 @@ from secretstage.domain.journal import (
     STARTED,
     Answer,
     GateState,
+    Inherited,
     Journal,
     MoveRecord,
     MoveState,
@@ -141,6 +142,8 @@ class AttemptAborted(Exception):
 AfterSuccessRunner = Callable[[str | None], Awaitable[list[dict[str, str]]]]
 # The gate's checks for the version: creates its Jobs if they do not exist yet, reads everything once.
 GateRunner = Callable[[Gate, str], Awaitable[list[Check]]]
+# Why the gate could not give a fair verdict, asked before the first send: (field, what to do).
+GateRefusals = Callable[[Gate], Awaitable[list[tuple[str, str]]]]
 
 
 # KMS accepts a signed request for 15 minutes around its timestamp (kms-api.md 4.3): a request that got
@@ -261,6 +264,7 @@ class Attempt:
     now: Callable[[], str]
     after_success: AfterSuccessRunner | None = None
     gate_checks: GateRunner | None = None
+    gate_refusals: GateRefusals | None = None
     rng: random.Random = field(default_factory=random.Random)
     locks: SecretLocks = field(default_factory=SecretLocks)
     key: SecretKey = ("", "", "")  # see secret_key()
@@ -273,6 +277,10 @@ class Attempt:
         self.journal = Journal.of(self.base, self.generation)
         self.result = AttemptResult(outcome=Outcome(Kind.RETRY, "InProgress", ""))
         self.result.stages_before = self.journal.stages_before
+        # What an earlier generation moved: carried in every write of this one until it decides.
+        self.result.inherited = (
+            self.journal.inherited if _observed(self.base) == self.generation else Inherited.of_earlier(self.base)
+        )
         self.result.move = self.journal.move
         self.result.after_success = list(self.journal.after_success)
         self.result.request_id = self.journal.move.request_id if self.journal.move else None
@@ -391,8 +399,25 @@ class Attempt:
             result.plan = plan.describe()
             inherited = self._gate_of_earlier_generation(placement) if plan.call is None else None
             if inherited is not None:
-                result.stages_before, result.stages_after = inherited, placement
+                result.stages_before, result.stages_after = dict(inherited.stages_before), placement
+                if inherited.fresh and result.gate is None:
+                    # A re-run: fresh consumers first (a held gate's pods crash-looped). The new gate's
+                    # start rides on the restarts' intent write: after a crash there, the next attempt
+                    # finds this generation gating (restarts not repeated), never "already in place".
+                    assert request.gate is not None
+                    assert request.move_to_version is not None
+                    now = self.now()
+                    result.gate = GateState(request.move_to_version, now, later(now, request.gate.timeout_seconds))
+                    await self._after_success(moved=True)
                 await self._gate()
+                return
+            refused = await self._gate_refusals() if plan.call is not None else []
+            if refused:
+                result.stages_before = result.stages_after = placement
+                result.outcome = failed(
+                    "GateCannotRun",
+                    "; ".join(f"{where}: {what}" for where, what in refused) + "; nothing was moved",
+                )
                 return
             if request.dry_run or plan.call is None:
                 result.stages_before = placement
@@ -455,6 +480,14 @@ class Attempt:
             return
         result.outcome = previous_problem or self._promoted(move)
 
+    async def _gate_refusals(self) -> list[tuple[str, str]]:
+        """Read-only, before the first send of this generation (nothing journaled yet: a crash, an
+        edit or a delete here leaves nothing to undo). Not asked once a send may be on its way: a
+        refusal then could not stop a move that still lands."""
+        if self.request.gate is None or self.gate_refusals is None or self.unconfirmed is not None:
+            return []
+        return await self.gate_refusals(self.request.gate)
+
     async def _move(
         self, call: planning.StageCall, placement: dict[str, str]
     ) -> tuple[dict[str, str], KmsError | None]:
@@ -469,18 +502,11 @@ class Attempt:
         """
         result = self.result
         result.stages_before = placement
-        earlier = self.unconfirmed
-        record = MoveRecord(
-            call.version_stage,
-            call.move_to_version,
-            call.remove_from_version,
-            Answer.PENDING,
-            self.now(),
-            earlier_unanswered=(earlier.earlier_unanswered or earlier.sent_time) if earlier else None,
-        )
+        record = MoveRecord.intent(call, self.now(), self.unconfirmed)
 
         async def journal_intent() -> None:
             result.move = record
+            result.inherited = None  # this generation moves itself: what an earlier one moved is history
             await self._write(Outcome(Kind.RETRY, "Promoting", f"{call.describe()}: calling KMS"), sends_move=True)
             self.may_land.add(record.sent_time)  # from here on the request may be on its way
 
@@ -600,20 +626,25 @@ class Attempt:
 
     # --- the gate and the rollback (domain.gate) ----------------------------------------------------
 
-    def _gate_of_earlier_generation(self, placement: Mapping[str, str]) -> dict[str, str] | None:
-        """The placement before the promotion, when an earlier generation of it moved the stage to this
-        spec's version and was still gating it: an edit during the gate (a longer timeout, another check)
-        gates anew under the new spec, and a rollback still goes back to where the stage was first."""
-        request, base = self.request, self.base
-        if request.gate is None or self.journal.gate is not None:
+    def _gate_of_earlier_generation(self, placement: Mapping[str, str]) -> Inherited | None:
+        """What an earlier generation of this promotion moved (``result.inherited``), when it moved the
+        stage to this spec's version and the stage is still there: this generation gates that version
+        instead of calling it "already in place", and a rollback goes back to where the stage was
+        before the first move.
+
+        Still gating then (an edit during the gate: a longer timeout, another check): the gate starts
+        anew under the new spec, consumers as they are. Otherwise (its gate passed; failed and held;
+        failed with the move back not sent yet; or it moved and never gated: a crash before the gate,
+        a gate the edit added): consumers restarted first (spec.retry, the Argo CD action rerun-gate).
+        """
+        request, inherited = self.request, self.result.inherited
+        if request.gate is None or inherited is None:
             return None
-        earlier = GateState.from_status(base.get("gate"))
-        before = base.get("stagesBefore")
-        if earlier is None or earlier.verdict is not Verdict.PENDING or not isinstance(before, Mapping):
+        if inherited.version_stage != request.version_stage or inherited.version != request.move_to_version:
             return None
-        if earlier.version != request.move_to_version or placement.get(request.version_stage) != earlier.version:
+        if placement.get(request.version_stage) != inherited.version:
             return None
-        return {str(k): str(v) for k, v in before.items()}
+        return inherited
 
     async def _gate(self) -> None:
         """Start the gate (journaled first: its deadline survives a restart), look at its checks once, and
@@ -753,14 +784,7 @@ class Attempt:
         result = self.result
         assert result.rollback is not None
         earlier = result.rollback.move
-        record = MoveRecord(
-            call.version_stage,
-            call.move_to_version,
-            call.remove_from_version,
-            Answer.PENDING,
-            self.now(),
-            earlier_unanswered=(earlier.earlier_unanswered or earlier.sent_time) if earlier else None,
-        )
+        record = MoveRecord.intent(call, self.now(), earlier)
 
         async def journal_intent() -> None:
             assert result.rollback is not None

@@ -7,9 +7,12 @@ from typing import Any
 import pytest
 
 from secretstage.domain.gate import (
+    RESTARTED_AT,
     VERSION_ANNOTATION,
     Check,
+    Gate,
     Verdict,
+    cannot_run,
     consumer_check,
     job_check,
     job_name,
@@ -126,6 +129,21 @@ def test_a_crash_loop_on_the_new_version_fails_before_any_deadline() -> None:
     assert "restarted 4 times on v2 (more than 3), now CrashLoopBackOff" in check.message
 
 
+def test_pods_of_an_earlier_restart_onto_the_same_version_do_not_count() -> None:
+    """A held gate re-run: the first restart's pods crash-looped on v2; only the new restart's count."""
+    done = deployment(2, updatedReplicas=2, availableReplicas=2, replicas=2)
+    done["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT] = "2026-12-07T10:05:00Z"
+    fresh = [pod(f"new{i}", "v2") for i in range(2)]
+    for p in fresh:
+        p["metadata"]["annotations"][RESTARTED_AT] = "2026-12-07T10:05:00Z"
+    crashed = pod("first", "v2", ready=False, restarts=9, waiting="CrashLoopBackOff")
+    crashed["metadata"]["annotations"][RESTARTED_AT] = "2026-12-07T10:00:00Z"
+    check = consumer_check(done, [*fresh, crashed], "v2", 3)
+    assert (check.verdict, check.ready) == (Verdict.PASSED, "2/2")
+    crashed["metadata"]["annotations"][RESTARTED_AT] = "2026-12-07T10:05:00Z"  # of this restart: counts
+    assert consumer_check(done, [*fresh, crashed], "v2", 3).verdict is Verdict.FAILED
+
+
 def test_restarts_of_old_pods_do_not_count() -> None:
     done = deployment(1, updatedReplicas=1, availableReplicas=1, replicas=1)
     check = consumer_check(done, [pod("new", "v2"), pod("old", "v1", restarts=50)], "v2", 3)
@@ -238,3 +256,29 @@ def test_rollback_calls() -> None:
     assert (manual.move_to_version, manual.remove_from_version) == ("v2", "v1")
     custom = rollback_call("Canary", "v2", {})
     assert (custom.move_to_version, custom.remove_from_version) == (None, "v2")  # it was on no version
+
+
+def test_a_gate_that_could_not_give_a_fair_verdict_is_refused_before_the_move() -> None:
+    gate = Gate(consumers=True, timeout_seconds=120)
+    restart = (("Deployment", "api"), ("Deployment", "worker"), ("StatefulSet", "db"), ("Deployment", "gone"))
+    workloads = [
+        {"spec": {"progressDeadlineSeconds": 60}},  # shorter than the gate: fine
+        {"spec": {}},  # Kubernetes' default, 600s: the gate would give up first
+        {"spec": {}},  # no progress deadline at all
+        None,
+    ]
+    problems = cannot_run(gate, restart, workloads)
+    assert problems == [
+        (
+            "spec.gate.timeout",
+            "120s is shorter than Deployment worker's progressDeadlineSeconds (600s): the gate would give up on a "
+            "rollout Kubernetes still calls progressing; set spec.gate.timeout to at least 600s, or lower the "
+            "Deployment's deadline",
+        ),
+        (
+            "spec.afterSuccess.restart[3]",
+            "Deployment gone does not exist in this namespace: create it, or take it off the list",
+        ),
+    ]
+    assert cannot_run(Gate(consumers=True, timeout_seconds=600), restart[:3], workloads[:3]) == []
+    assert cannot_run(Gate(jobs=(), consumers=False), restart, workloads) == []  # jobs only: not its business

@@ -96,6 +96,25 @@ def test_a_gate_that_does_not_pass_in_time_rolls_back(
     assert emulator.holder(held, "ACSCurrent") == "v2"  # Hold: left for a person
     assert emulator.moves_for(held) == set_up + 1
 
+    # Re-run the held gate (spec.retry, what the Argo CD action rerun-gate does): generation 2 gates
+    # what generation 1 moved (status.inherited survives the API server's schema), with a Job of its
+    # own; it times out again, and nothing is moved.
+    promotions.patch_spec(ns, "hold", {"retry": 1})
+    rerun = promotions.wait_phase(ns, "hold", "Verifying", timeout=30, generation=2)
+    assert rerun["status"]["inherited"] == {
+        "generation": 1,
+        "versionStage": "ACSCurrent",
+        "version": "v2",
+        "stagesBefore": {"ACSCurrent": "v1", "ACSPrevious": "v0"},
+        "freshConsumers": True,
+    }, rerun["status"]
+    wait_for(lambda: _job(promotions, ns, "hold-login-check-g2"), lambda j: j is not None, timeout=30, what="Job g2")
+    again = promotions.wait_phase(ns, "hold", "Failed", "Succeeded", timeout=60, generation=2)
+    assert condition(again, "Succeeded")["reason"] == "GateFailed", again["status"]
+    assert "hold-login-check-g2" in condition(again, "Succeeded")["message"]
+    assert again["status"]["stagesBefore"] == {"ACSCurrent": "v1", "ACSPrevious": "v0"}
+    assert emulator.moves_for(held) == set_up + 1
+
 
 def _job(promotions: Promotions, namespace: str, name: str) -> k8s.V1Job | None:
     try:
@@ -123,3 +142,47 @@ def test_bad_gates_are_refused_at_admission(
         promotions.create(ns, f"bad-{uuid.uuid4().hex[:6]}", spec)
     assert err.value.status == 422
     assert needle in str(err.value.body)
+
+
+def _deployment(name: str, **spec: Any) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}},
+            **spec,
+        },
+    }
+
+
+def test_a_gate_that_cannot_give_a_fair_verdict_moves_nothing(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    """A gate shorter than a consumer's progress deadline, and a consumer that does not exist: Failed,
+    GateCannotRun, each naming its field and the fix, before any move (KMS untouched)."""
+    apps = k8s.AppsV1Api(promotions.api.api_client)
+    apps.create_namespaced_deployment(ns, _deployment("api"))  # progressDeadlineSeconds: Kubernetes' 600
+    short, missing = f"short-{uuid.uuid4().hex[:6]}", f"missing-{uuid.uuid4().hex[:6]}"
+    for secret in (short, missing):
+        emulator.seed(secret, "v1", "v2")
+    restart_api = {"restart": [{"kind": "Deployment", "name": "api"}]}
+    restart_gone = {"restart": [{"kind": "Deployment", "name": "gone"}]}
+    gate = {"consumers": True, "timeout": "2m"}
+    promotions.create(ns, "short", spec_for(emulator, short, moveToVersion="v2", afterSuccess=restart_api, gate=gate))
+    promotions.create(
+        ns,
+        "missing",
+        spec_for(emulator, missing, moveToVersion="v2", afterSuccess=restart_gone, gate={**gate, "timeout": "10m"}),
+    )
+    for name, needle in (
+        ("short", "spec.gate.timeout: 120s is shorter than Deployment api's progressDeadlineSeconds (600s)"),
+        ("missing", "spec.afterSuccess.restart[0]: Deployment gone does not exist in this namespace"),
+    ):
+        obj = promotions.wait_phase(ns, name, "Failed", "Succeeded", timeout=30)
+        succeeded = condition(obj, "Succeeded")
+        assert (obj["status"]["phase"], succeeded["reason"]) == ("Failed", "GateCannotRun"), obj["status"]
+        assert needle in succeeded["message"], succeeded["message"]
+        assert "nothing was moved" in succeeded["message"]
+    assert emulator.moves_for(short) == emulator.moves_for(missing) == 0
+    assert emulator.holder(short, "ACSCurrent") == emulator.holder(missing, "ACSCurrent") == "v1"

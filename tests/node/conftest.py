@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import Cluster, control_plane, dedicated_control_plane
+from tests.harness import EmulatorProcess
 from tests.support import ROOT
 
 
@@ -149,3 +151,38 @@ def retag(image: Image, tag: str, workdir: Path) -> Image:
     )
     RETAGGED.append(tag)
     return Image(image.repository, tag, Path(out.stdout.strip().splitlines()[-1]), image.size)
+
+
+def certificates(directory: Path, ip: str) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate for ``ip`` signed by it (for the emulator's https)."""
+    ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.crt", "tls.key", "tls.csr", "tls.crt"))
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(ca_key))
+    openssl("req", "-x509", "-new", "-key", str(ca_key), "-subj", "/CN=emulator-ca", "-days", "1", "-out", str(ca))
+    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key))
+    openssl("req", "-new", "-key", str(key), "-subj", "/CN=kms-emulator", "-out", str(csr))
+    ext = directory / "ext.cnf"
+    ext.write_text(f"subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n")
+    openssl(
+        *("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial"),
+        *("-days", "1", "-extfile", str(ext), "-out", str(cert)),
+    )
+    return ca, cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_emulator(node_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    workdir = tmp_path_factory.mktemp("tls-emulator")
+    node_ip = node_cluster.env["NODE_IP"]
+    ca, cert, key = certificates(workdir, node_ip)
+    emulator = EmulatorProcess(
+        workdir,
+        *("--host", node_ip, "--tls-cert", str(cert), "--tls-key", str(key)),
+        verify=ssl.create_default_context(cafile=str(ca)),
+    )
+    emulator.ca_file = ca  # type: ignore[attr-defined]
+    yield emulator
+    emulator.stop()

@@ -10,7 +10,6 @@ order: install, promote, metrics, helm test, upgrade with a promotion in flight,
 from __future__ import annotations
 
 import json
-import ssl
 import subprocess
 import time
 import uuid
@@ -33,26 +32,6 @@ from tests.support import LOG_FILES, wait_for
 RELEASE, RELEASE_NS, TENANT_NS = "secretstage-operator", "secretstage-system", "payments"
 FULLNAME = "secretstage-operator"  # the chart's fullname when the release is named like the chart
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
-
-
-def certificates(directory: Path, ip: str) -> tuple[Path, Path, Path]:
-    """A CA, and a server certificate for ``ip`` signed by it (for the emulator's https)."""
-    ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.crt", "tls.key", "tls.csr", "tls.crt"))
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(ca_key))
-    openssl("req", "-x509", "-new", "-key", str(ca_key), "-subj", "/CN=emulator-ca", "-days", "1", "-out", str(ca))
-    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key))
-    openssl("req", "-new", "-key", str(key), "-subj", "/CN=kms-emulator", "-out", str(csr))
-    ext = directory / "ext.cnf"
-    ext.write_text(f"subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n")
-    openssl(
-        *("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial"),
-        *("-days", "1", "-extfile", str(ext), "-out", str(cert)),
-    )
-    return ca, cert, key
 
 
 class LogFollower:
@@ -115,21 +94,6 @@ class Release:
     def lease_holder(self) -> str:
         lease = k8s.CoordinationV1Api(self.cluster.api).read_namespaced_lease(FULLNAME, RELEASE_NS)
         return str(lease.spec.holder_identity or "")
-
-
-@pytest.fixture(scope="module")
-def tls_emulator(node_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    workdir = tmp_path_factory.mktemp("tls-emulator")
-    node_ip = node_cluster.env["NODE_IP"]
-    ca, cert, key = certificates(workdir, node_ip)
-    emulator = EmulatorProcess(
-        workdir,
-        *("--host", node_ip, "--tls-cert", str(cert), "--tls-key", str(key)),
-        verify=ssl.create_default_context(cafile=str(ca)),
-    )
-    emulator.ca_file = ca  # type: ignore[attr-defined]
-    yield emulator
-    emulator.stop()
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,11 @@ WRITE_FAULTS = ("crash", "crash-after", "conflict", "answer-lost", *EDGE_FAULTS)
 AFTER_SUCCESS_FAULTS = ("crash", "crash-after", *EDGE_FAULTS)
 # A look of the gate at its checks: "gate-fail" = the consumers fail from now on (a crash loop on the
 # new value); "foreign" = another pipeline moves the stage while the gate runs.
-GATE_FAULTS = ("crash", "gate-fail", "foreign", *EDGE_FAULTS)
+GATE_FAULTS = ("crash", "gate-fail", "foreign", "retry", *EDGE_FAULTS)
+# "retry": a new generation with the same spec (spec.retry + 1, the Argo CD actions retry and
+# rerun-gate), during the gate or after the verdict: gated scenarios only (explore() leaves it out
+# of the others, where it is an "edit" that asks nothing new).
+GATED_ONLY_FAULTS = ("retry",)
 FAULTS_BY_KIND = {
     "kms.read": KMS_READ_FAULTS,
     "kms.move": KMS_MOVE_FAULTS,
@@ -89,7 +93,7 @@ FAULTS_BY_KIND = {
     "status.refresh": ("crash", *EDGE_FAULTS),
     "after-success": AFTER_SUCCESS_FAULTS,
     "gate": GATE_FAULTS,
-    "attempt.end": ("rival", *EDGE_FAULTS),  # between two attempts of P
+    "attempt.end": ("rival", "retry", *EDGE_FAULTS),  # between two attempts of P, and after the last
 }
 # Every KMS behaviour the docs leave open: auto ACSPrevious x label held elsewhere x stale RemoveFromVersion.
 MODES = [
@@ -349,7 +353,7 @@ class World:
         fault = self.faults.get(index)
         if fault is None or fault not in FAULTS_BY_KIND[kind]:
             return None
-        if fault in EDGE_FAULTS:
+        if fault in EDGE_FAULTS or fault in GATED_ONLY_FAULTS:
             if self.edge is None:
                 self.edge = (fault, index)
                 await self.change(fault, index)
@@ -372,6 +376,9 @@ class World:
         if fault == "edit":
             obj.generation += 1
             obj.request = edited_request(self.scenario)
+            obj.bump(self.next_rv(), "api")
+        elif fault == "retry":
+            obj.generation += 1
             obj.bump(self.next_rv(), "api")
         elif fault in ("recreate", "delete"):
             del self.objects["P"]
@@ -433,9 +440,14 @@ class World:
             since = self.attempt_start if actor == "P" else 0
             returned = {rid for point, rid in self.returned_ids.get(actor, []) if point >= since}
             ids = {journal.move.request_id if journal.move else None, rollback.request_id if rollback else None}
-            ok = journal.move is not None and (not returned or bool(returned & ids))
+            # a generation that gates what an earlier one moved has no move of its own: its rollback's
+            # move is the journaled one (the ACSPrevious fix-up after it)
+            moved = journal.move is not None or rollback is not None
+            ok = moved and (not returned or bool(returned & ids))
             if step == "afterSuccess":
-                ok = ok and journal.after_success_started
+                # a re-run gate restarts with no move of its own generation: its gate is the journal
+                regate = journal.move is None and journal.gate is not None and not returned
+                ok = (ok or regate) and journal.after_success_started
         if not ok:
             self.unjournaled.append(f"{step} at point {len(self.points) - 1}: journal {journal}")
 
@@ -1107,11 +1119,13 @@ def _check_gated(world: World, scenario: Scenario) -> None:
     else:
         assert (phase, reason) == ("Failed", "RolledBack"), f"the checks failed: {where}"
         assert final_placement.get(stage) == "v1", where
-        assert len(backs) == 1, where
+        # one by the generation the status is for (a retry after a rollback moves and rolls back anew)
+        current = [m for m in backs if m.generation in (obj.generation, 0)]  # 0: a late landing, unattributed
+        assert len(current) == 1, where
         rollback = status.get("rollback") or {}
         rid, earlier = rollback.get("requestId"), (rollback.get("move") or {}).get("earlierUnansweredTime")
         message = next(c["message"] for c in status["conditions"] if c["type"] == "Succeeded")
-        if rid is not None and rid != backs[0].request_id:
+        if rid is not None and rid != current[0].request_id:
             # an earlier request of the rollback got no answer, landed late, and this one was a no-op
             assert earlier, f"a no-op's RequestId passed off: {where}"
             assert "may be the one that moved it" in message, where

@@ -13,6 +13,7 @@ import pytest
 
 from tests.protocol.explorer import (
     FAULTS_BY_KIND,
+    GATED_ONLY_FAULTS,
     GATED_SCENARIOS,
     MODES,
     SCENARIOS,
@@ -36,6 +37,7 @@ PAIR_FAULTS = (
     "edit",
     "recreate",
     "gate-fail",
+    "retry",
 )
 PAIR_MODES = MODES
 
@@ -57,6 +59,8 @@ async def explore(scenario: Scenario, mode: Mapping[str, object], depth: int, fa
             return
         for index, kind, _ in world.points[start:]:
             for fault in FAULTS_BY_KIND[kind]:
+                if fault in GATED_ONLY_FAULTS and scenario.request.gate is None:
+                    continue
                 if fault in faults:
                     await extend({**schedule, index: fault}, index + 1)
 

@@ -24,6 +24,7 @@ MIN_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS = 30, 6 * 3600
 DEFAULT_MAX_RESTARTS = 3
 POLL_SECONDS = 5.0  # how often a running gate looks at its checks (nothing is sent to KMS meanwhile)
 VERSION_ANNOTATION = "secretstage.io/version"  # stamped on a restarted pod template: the version it reads
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` (and afterSuccess) set
 JOB_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?")
 _DURATION = re.compile(r"(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+)s)?")
 
@@ -182,8 +183,17 @@ def consumer_check(
     kind = str(workload.get("kind") or "")
     meta, spec, status = (workload.get(k) or {} for k in ("metadata", "spec", "status"))
     name = str(meta.get("name") or "")
-    template_version = _annotations(spec.get("template") or {}).get(VERSION_ANNOTATION)
-    on_version = [p for p in pods if _annotations(p).get(VERSION_ANNOTATION) == version]
+    template = _annotations(spec.get("template") or {})
+    template_version = template.get(VERSION_ANNOTATION)
+    # Pods of this restart only: an earlier restart onto the same version (a held gate re-run) left
+    # pods whose restarts would otherwise count against the new ones.
+    restarted_at = template.get(RESTARTED_AT)
+    on_version = [
+        p
+        for p in pods
+        if _annotations(p).get(VERSION_ANNOTATION) == version
+        and (restarted_at is None or _annotations(p).get(RESTARTED_AT) == restarted_at)
+    ]
     ready_pods = [p for p in on_version if _pod_ready(p) and not (p.get("metadata") or {}).get("deletionTimestamp")]
 
     def check(verdict: Verdict, message: str) -> Check:
@@ -214,6 +224,43 @@ def consumer_check(
     if not done:
         return check(Verdict.PENDING, f"{kind} {name}: rolling out, {progress}")
     return check(Verdict.PASSED, f"{kind} {name}: {len(ready_pods)}/{wanted} pods ready on {version}")
+
+
+DEPLOYMENT_PROGRESS_DEADLINE = 600  # Kubernetes' default progressDeadlineSeconds
+
+
+def cannot_run(
+    gate: Gate, restart: Sequence[tuple[str, str]], workloads: Sequence[Mapping[str, Any] | None]
+) -> list[tuple[str, str]]:
+    """Why this gate could not give a fair verdict, checked before anything is moved: (field, what to do).
+
+    ``workloads``: what the API server holds for each ``restart`` entry, None where it has none. A
+    consumer that does not exist can never be healthy; a gate that gives up before a Deployment's own
+    progress deadline fails rollouts that Kubernetes would still call progressing.
+    """
+    if not gate.consumers:
+        return []
+    problems = []
+    for index, ((kind, name), workload) in enumerate(zip(restart, workloads, strict=True)):
+        field = f"spec.afterSuccess.restart[{index}]"
+        if workload is None:
+            problems.append(
+                (field, f"{kind} {name} does not exist in this namespace: create it, or take it off the list")
+            )
+            continue
+        if kind != "Deployment":
+            continue  # StatefulSets and DaemonSets have no progress deadline
+        deadline = _int((workload.get("spec") or {}).get("progressDeadlineSeconds"), DEPLOYMENT_PROGRESS_DEADLINE)
+        if gate.timeout_seconds < deadline:
+            problems.append(
+                (
+                    "spec.gate.timeout",
+                    f"{gate.timeout_seconds}s is shorter than Deployment {name}'s progressDeadlineSeconds "
+                    f"({deadline}s): the gate would give up on a rollout Kubernetes still calls progressing; "
+                    f"set spec.gate.timeout to at least {deadline}s, or lower the Deployment's deadline",
+                )
+            )
+    return problems
 
 
 def _wanted(kind: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> int:

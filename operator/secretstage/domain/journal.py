@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from secretstage.domain.gate import Check, Verdict
-from secretstage.domain.planning import describe_call
+from secretstage.domain.planning import StageCall, describe_call
 from secretstage.domain.promotion import PromotionRequest
 
 
@@ -51,6 +51,20 @@ class MoveRecord:
     # When the ACSPrevious fix-up that follows this move was sent, until its answer (or a read) shows it
     # landed: like the move, it could still land while no answer came.
     previous_sent: str | None = None
+
+    @classmethod
+    def intent(cls, call: StageCall, now: str, earlier: MoveRecord | None) -> MoveRecord:
+        """The record journaled before ``call`` is sent. ``earlier``: this slot's previous record (a
+        request of the same move whose answer was lost or refused): its unanswered send carries over,
+        since it may still land."""
+        return cls(
+            call.version_stage,
+            call.move_to_version,
+            call.remove_from_version,
+            Answer.PENDING,
+            now,
+            earlier_unanswered=(earlier.earlier_unanswered or earlier.sent_time) if earlier else None,
+        )
 
     def received(self, request_id: str) -> MoveRecord:
         return replace(self, answer=Answer.RECEIVED, request_id=request_id)
@@ -238,6 +252,66 @@ class RollbackState:
         )
 
 
+@dataclass(frozen=True)
+class Inherited:
+    """``status.inherited``: what an earlier generation of this promotion moved, carried by a new
+    generation until it has decided (every write of it keeps this, so a crash, a wait or a retried
+    error cannot lose it): the stage, the version it was moved to, where the stage was before the
+    first move, and whether a gate of the new spec must start with fresh consumers (its own gate had
+    decided, or it never gated) or continue as it was (it was still gating: an edit during the gate).
+    """
+
+    generation: int
+    version_stage: str
+    version: str
+    stages_before: dict[str, str]
+    fresh: bool
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "versionStage": self.version_stage,
+            "version": self.version,
+            "stagesBefore": dict(self.stages_before),
+            "freshConsumers": self.fresh,
+        }
+
+    @classmethod
+    def from_status(cls, raw: Any) -> Inherited | None:
+        if not isinstance(raw, Mapping) or not raw.get("versionStage") or not raw.get("version"):
+            return None
+        before = raw.get("stagesBefore")
+        return cls(
+            int(raw.get("generation") or 0),
+            str(raw["versionStage"]),
+            str(raw["version"]),
+            {str(k): str(v) for k, v in before.items()} if isinstance(before, Mapping) else {},
+            bool(raw.get("freshConsumers", True)),
+        )
+
+    @classmethod
+    def of_earlier(cls, status: Mapping[str, Any]) -> Inherited | None:
+        """From the journal of the generation ``status`` was written for (an earlier one): what it
+        moved (or had inherited and not moved itself), if a new gate could build on it. Not after a
+        move back was sent: it landed, or may still land."""
+        before = status.get("stagesBefore")
+        rollback = RollbackState.from_status(status.get("rollback"))
+        if rollback is not None and rollback.move is not None:
+            return None
+        carried = cls.from_status(status.get("inherited"))
+        gate = GateState.from_status(status.get("gate"))
+        move = MoveRecord.from_status(status.get("move"))
+        generation = int(status.get("observedGeneration") or 0)
+        if move is not None and move.move_to_version and isinstance(before, Mapping):
+            fresh = gate is None or gate.verdict is not Verdict.PENDING or gate.version != move.move_to_version
+            stages_before = {str(k): str(v) for k, v in before.items()}
+            return cls(generation, move.version_stage, move.move_to_version, stages_before, fresh)
+        if carried is not None:  # it had inherited itself and not moved: pass it on
+            fresh = carried.fresh or gate is None or gate.verdict is not Verdict.PENDING
+            return replace(carried, fresh=fresh)
+        return None
+
+
 STARTED = "Started"
 INTERRUPTED = "Interrupted"
 
@@ -251,6 +325,7 @@ class Journal:
     after_success: tuple[dict[str, str], ...] = ()
     gate: GateState | None = None
     rollback: RollbackState | None = None
+    inherited: Inherited | None = None
 
     @property
     def after_success_started(self) -> bool:
@@ -268,6 +343,7 @@ class Journal:
             after_success=tuple(dict(e) for e in entries if isinstance(e, Mapping)),
             gate=GateState.from_status(status.get("gate")),
             rollback=RollbackState.from_status(status.get("rollback")),
+            inherited=Inherited.from_status(status.get("inherited")),
         )
 
 

@@ -7,7 +7,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from secretstage.domain.journal import GateState, MoveRecord, RollbackState
+from secretstage.domain.journal import GateState, Inherited, MoveRecord, RollbackState
 
 
 class Kind(enum.Enum):
@@ -79,6 +79,7 @@ class AttemptResult:
     gate: GateState | None = None  # the journal's gate: started, deadline, the checks' verdicts
     rollback: RollbackState | None = None  # the journal's rollback: why, the move back, its restarts
     rollback_restarts_changed: bool = False  # this attempt restarted the consumers after a rollback: post Events
+    inherited: Inherited | None = None  # what an earlier generation moved, carried until this one decides
 
 
 _REASON_BAD = re.compile(r"[^A-Za-z0-9_,:]")

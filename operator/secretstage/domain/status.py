@@ -94,6 +94,7 @@ def build_status(
         "queue": None,  # its turn came: the queue position written while it waited no longer holds
         "gate": result.gate.to_status() if result.gate else None,
         "rollback": result.rollback.to_status() if result.rollback else None,
+        "inherited": result.inherited.to_status() if result.inherited else None,
         "consumers": [
             {k: v for k, v in c.to_status().items() if k != "verdict"} for c in result.gate.checks if c.kind != "Job"
         ]
@@ -104,7 +105,7 @@ def build_status(
         status["conditions"].append(_verified(result, generation, now, latest.get("conditions") or []))
     # A JSON merge patch merges objects key by key: a stage gone from stagesAfter, or a move field
     # gone from the journal, must be sent as null or the old value stays.
-    for key in ("stagesBefore", "stagesAfter", "move", "gate", "rollback"):
+    for key in ("stagesBefore", "stagesAfter", "move", "gate", "rollback", "inherited"):
         status[key] = _replacing(status[key], latest.get(key))
     return status
 
