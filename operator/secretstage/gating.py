@@ -17,20 +17,26 @@ from urllib.parse import urlencode
 
 from secretstage.aftersuccess import WORKLOAD_RESOURCES
 from secretstage.domain.gate import (
+    Analysis,
     Check,
     Gate,
     GateJob,
     Verdict,
+    analysis_check,
+    analysis_run,
+    analysis_run_name,
     consumer_check,
     has_condition,
     job_check,
     job_name,
+    missing_args,
 )
 from secretstage.domain.gate import cannot_run as gate_cannot_run
 from secretstage.kube import GROUP, VERSION
 from secretstage.kubehttp import KubeCallFailed, KubeHttp, path
 
 KIND = "SecretStagePromotion"
+ROLLOUTS_GROUP, ROLLOUTS_VERSION = "argoproj.io", "v1alpha1"
 LOG_LINES = 5
 LOG_CHARS = 400
 
@@ -55,28 +61,123 @@ async def checks(
         else []
     )
     work += [smoke_job(kube, owner, job) for job in gate.jobs]
+    if gate.analysis is not None:
+        work.append(analysis(kube, owner, gate.analysis))
     return list(await asyncio.gather(*work))
 
 
 async def cannot_run(
     kube: KubeHttp, namespace: str, gate: Gate, restart: Sequence[tuple[str, str]]
 ) -> list[tuple[str, str]]:
-    """The gate's refusals (domain.gate.cannot_run) from the workloads as the API server has them now.
-    A workload that cannot be read for another reason raises: the attempt is retried, nothing moved."""
-    if not gate.consumers:
-        return []
+    """The gate's refusals from what the API server has now: consumers (domain.gate.cannot_run), and
+    for analysis Argo Rollouts' CRDs, the templates and their args. A read that fails for another
+    reason raises: the attempt is retried, nothing moved."""
+    problems: list[tuple[str, str]] = []
+    if gate.consumers:
 
-    async def read(kind: str, name: str) -> dict[str, Any] | None:
-        url = path("apis", "apps", "v1", "namespaces", namespace, WORKLOAD_RESOURCES[kind], name)
+        async def read(kind: str, name: str) -> dict[str, Any] | None:
+            url = path("apis", "apps", "v1", "namespaces", namespace, WORKLOAD_RESOURCES[kind], name)
+            return await _get_or_none(kube, namespace, url)
+
+        workloads = await asyncio.gather(*(read(kind, name) for kind, name in restart))
+        problems += gate_cannot_run(gate, restart, workloads)
+    if gate.analysis is not None:
+        problems += await _analysis_cannot_run(kube, namespace, gate.analysis)
+    return problems
+
+
+async def _get_or_none(kube: KubeHttp, namespace: str, url: str) -> dict[str, Any] | None:
+    try:
+        return dict(await kube.request(namespace, "GET", url))
+    except KubeCallFailed as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+async def _analysis_cannot_run(kube: KubeHttp, namespace: str, analysis: Analysis) -> list[tuple[str, str]]:
+    group = await _get_or_none(kube, namespace, path("apis", ROLLOUTS_GROUP, ROLLOUTS_VERSION))
+    served = {r.get("name") for r in (group or {}).get("resources") or [] if isinstance(r, Mapping)}
+    if "analysisruns" not in served:
+        return [
+            (
+                "spec.gate.analysis",
+                f"Argo Rollouts is not installed: the API server serves no AnalysisRun ({ROLLOUTS_GROUP}/"
+                f"{ROLLOUTS_VERSION}); install Argo Rollouts (its CRDs and analysis controller), or remove "
+                "spec.gate.analysis",
+            )
+        ]
+    templates, problems = await _templates(kube, namespace, analysis)
+    if problems:
+        return problems
+    return [
+        (
+            "spec.gate.analysis.args",
+            f"the templates need {name!r}, which has no default: add {{name: {name}, value: ...}} to "
+            "spec.gate.analysis.args",
+        )
+        for name in missing_args(templates, analysis.args)
+    ]
+
+
+async def _templates(
+    kube: KubeHttp, namespace: str, analysis: Analysis
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """The (Cluster)AnalysisTemplates ``analysis`` names, and a problem for each one that does not exist."""
+    found, problems = [], []
+    for i, ref in enumerate(analysis.templates):
+        if ref.cluster_scope:
+            url = path("apis", ROLLOUTS_GROUP, ROLLOUTS_VERSION, "clusteranalysistemplates", ref.name)
+            where = "in the cluster"
+        else:
+            url = path("apis", ROLLOUTS_GROUP, ROLLOUTS_VERSION, "namespaces", namespace, "analysistemplates", ref.name)
+            where = f"in namespace {namespace}"
+        template = await _get_or_none(kube, namespace, url)
+        if template is None:
+            problems.append(
+                (
+                    f"spec.gate.analysis.templates[{i}]",
+                    f"{ref.kind} {ref.name} not found {where}: create it, or correct templateName"
+                    + ("" if ref.cluster_scope else " (clusterScope: true for a ClusterAnalysisTemplate)"),
+                )
+            )
+        else:
+            found.append(template)
+    return found, problems
+
+
+async def analysis(kube: KubeHttp, owner: Owner, spec: Analysis) -> Check:
+    """The gate's AnalysisRun: created once per promotion and generation from the templates as they are
+    then (owned by the promotion: deleted with it), then followed by its phase."""
+    name = analysis_run_name(owner.name, owner.generation)
+    runs = path("apis", ROLLOUTS_GROUP, ROLLOUTS_VERSION, "namespaces", owner.namespace, "analysisruns")
+    try:
+        run = await _get_or_none(kube, owner.namespace, f"{runs}/{name}")
+        if run is not None:
+            return analysis_check(name, run)
+        templates, problems = await _templates(kube, owner.namespace, spec)
+        if problems:
+            return Check("AnalysisRun", name, Verdict.FAILED, "; ".join(f"{f}: {m}" for f, m in problems))
+        manifest = analysis_run(spec, templates, name, _owner_reference(owner))
         try:
-            return dict(await kube.request(namespace, "GET", url))
+            await kube.request(owner.namespace, "POST", runs, json=manifest)
         except KubeCallFailed as exc:
-            if exc.status == 404:
-                return None
+            if exc.status == 409:  # another attempt created it a moment ago
+                return analysis_check(name, None)
+            if exc.status in (400, 422):  # the templates' metrics do not make a valid run
+                return Check(
+                    "AnalysisRun", name, Verdict.FAILED, f"AnalysisRun {name}: the API server refused it: {exc.message}"
+                )
             raise
+        return analysis_check(name, None)
+    except KubeCallFailed as exc:
+        return Check("AnalysisRun", name, Verdict.PENDING, f"AnalysisRun {name}: HTTP {exc.status} {exc.message}")
+    except Exception as exc:
+        return Check("AnalysisRun", name, Verdict.PENDING, f"AnalysisRun {name}: {type(exc).__name__}")
 
-    workloads = await asyncio.gather(*(read(kind, name) for kind, name in restart))
-    return gate_cannot_run(gate, restart, workloads)
+
+def _owner_reference(owner: Owner) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": owner.name, "uid": owner.uid}
 
 
 def selector(workload: Mapping[str, Any]) -> str:
@@ -150,9 +251,7 @@ def job_manifest(owner: Owner, job: GateJob, name: str) -> dict[str, Any]:
             "name": name,
             "namespace": owner.namespace,
             "labels": {"secretstage.io/promotion": owner.name, "secretstage.io/gate-check": job.name},
-            "ownerReferences": [
-                {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": owner.name, "uid": owner.uid}
-            ],
+            "ownerReferences": [_owner_reference(owner)],
         },
         "spec": spec,
     }

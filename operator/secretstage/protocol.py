@@ -696,6 +696,12 @@ class Attempt:
             result.outcome = Outcome(Kind.SUCCEEDED, "Verified", f"{moved}; every gate check passed")
             return
         assert failure is not None
+        if verdict is Verdict.INCONCLUSIVE:  # never a rollback on a guess, whatever onFailure says
+            result.outcome = failed(
+                "GateFailed",
+                f"{failure}; an inconclusive analysis holds: {stage} stays on {state.version} for a person to decide",
+            )
+            return
         if gate.on_failure == HOLD:
             result.outcome = failed(
                 "GateFailed", f"{failure}; onFailure is Hold: {stage} stays on {state.version} for a person to decide"

@@ -9,13 +9,18 @@ import pytest
 from secretstage.domain.gate import (
     RESTARTED_AT,
     VERSION_ANNOTATION,
+    Analysis,
+    AnalysisTemplateRef,
     Check,
     Gate,
     Verdict,
+    analysis_check,
+    analysis_run,
     cannot_run,
     consumer_check,
     job_check,
     job_name,
+    missing_args,
     parse_duration,
     verdict_of,
 )
@@ -64,7 +69,7 @@ def test_a_gate_parses_with_its_defaults() -> None:
         ({"gate": {"consumers": True, "timeout": "10"}}, "spec.gate.timeout", "10m, 90s or 1h30m"),
         ({"gate": {"consumers": True, "timeout": "5s"}}, "spec.gate.timeout", "between 30s"),
         ({"gate": {"consumers": True, "onFailure": "Retry"}}, "spec.gate.onFailure", "neither Rollback nor Hold"),
-        ({"gate": {"consumers": True, "analysis": {}}}, "spec.gate.analysis", "is not a gate field"),
+        ({"gate": {"consumers": True, "canary": {}}}, "spec.gate.canary", "is not a gate field"),
         ({"gate": {"jobs": [{"name": "Bad_Name", "template": {}}]}}, "spec.gate.jobs[0].name", "DNS label"),
         ({"gate": {"jobs": [{"name": "a", "template": {"spec": {}}}]}}, "spec.gate.jobs[0].template", "JobSpec"),
         ({"gate": {"jobs": [JOB, JOB]}}, "spec.gate.jobs[1].name", "listed twice"),
@@ -282,3 +287,76 @@ def test_a_gate_that_could_not_give_a_fair_verdict_is_refused_before_the_move() 
     ]
     assert cannot_run(Gate(consumers=True, timeout_seconds=600), restart[:3], workloads[:3]) == []
     assert cannot_run(Gate(jobs=(), consumers=False), restart, workloads) == []  # jobs only: not its business
+
+
+def test_analysis_parses_and_bad_analysis_names_the_field() -> None:
+    spec = {
+        "secretName": "s",
+        "versionStage": "ACSCurrent",
+        "moveToVersion": "v2",
+        "regionId": "cn-hangzhou",
+        "credentials": {"secretRef": {"name": "k"}},
+        "gate": {
+            "analysis": {
+                "templates": [{"templateName": "error-rate"}, {"templateName": "slo", "clusterScope": True}],
+                "args": [{"name": "service", "value": "api"}],
+            }
+        },
+    }
+    gate = parse_spec(spec).gate
+    assert gate is not None
+    assert gate.analysis == Analysis(
+        (AnalysisTemplateRef("error-rate"), AnalysisTemplateRef("slo", cluster_scope=True)), (("service", "api"),)
+    )
+    for bad, field in (
+        ({"templates": []}, "spec.gate.analysis.templates"),
+        ({"templates": [{"templateName": "Bad Name"}]}, "spec.gate.analysis.templates[0].templateName"),
+        ({"templates": [{"templateName": "a"}], "args": [{"name": "x", "value": 3}]}, "spec.gate.analysis.args[0]"),
+        ({"templates": [{"templateName": "a"}], "extra": 1}, "spec.gate.analysis"),
+    ):
+        with pytest.raises(InvalidPromotion) as err:
+            parse_spec({**spec, "gate": {"analysis": bad}})
+        assert field in [p.field for p in err.value.problems], (bad, err.value.problems)
+
+
+def test_an_analysis_run_is_resolved_from_its_templates() -> None:
+    error_rate = {
+        "spec": {
+            "args": [{"name": "service"}, {"name": "window", "value": "5m"}],
+            "metrics": [{"name": "errors", "provider": {"web": {"url": "http://{{args.service}}/metrics"}}}],
+            "dryRun": [{"metricName": "errors"}],
+        }
+    }
+    latency = {"spec": {"args": [{"name": "service"}], "metrics": [{"name": "p99"}]}}
+    owner = {"apiVersion": "secretstage.io/v1alpha1", "kind": "SecretStagePromotion", "name": "p", "uid": "u"}
+    analysis = Analysis((AnalysisTemplateRef("error-rate"), AnalysisTemplateRef("latency")), (("service", "api"),))
+    run = analysis_run(analysis, [error_rate, latency], "p-analysis-g1", owner)
+    assert run["metadata"]["ownerReferences"] == [owner]
+    assert [m["name"] for m in run["spec"]["metrics"]] == ["errors", "p99"]
+    assert run["spec"]["args"] == [{"name": "service", "value": "api"}, {"name": "window", "value": "5m"}]
+    assert run["spec"]["dryRun"] == [{"metricName": "errors"}]
+    assert missing_args([error_rate, latency], ()) == ["service", "service"]
+    assert missing_args([error_rate, latency], (("service", "api"),)) == []
+
+
+@pytest.mark.parametrize(
+    ("phase", "verdict"),
+    [
+        (None, Verdict.PENDING),
+        ("Running", Verdict.PENDING),
+        ("Successful", Verdict.PASSED),
+        ("Failed", Verdict.FAILED),
+        ("Error", Verdict.FAILED),
+        ("Inconclusive", Verdict.INCONCLUSIVE),
+    ],
+)
+def test_an_analysis_run_by_its_phase(phase: str | None, verdict: Verdict) -> None:
+    run = {"status": {"phase": phase, "message": 'Metric "ok" assessed Failed'}} if phase else {}
+    assert analysis_check("p-analysis-g1", run).verdict is verdict
+
+
+def test_an_inconclusive_analysis_holds_unless_a_check_failed() -> None:
+    inconclusive = Check("AnalysisRun", "a", Verdict.INCONCLUSIVE, "AnalysisRun a: Inconclusive")
+    failed = Check("Job", "j", Verdict.FAILED, "Job j: failed")
+    assert verdict_of([inconclusive], timed_out=False) == (Verdict.INCONCLUSIVE, "AnalysisRun a: Inconclusive")
+    assert verdict_of([inconclusive, failed], timed_out=False) == (Verdict.FAILED, "Job j: failed")

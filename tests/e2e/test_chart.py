@@ -245,13 +245,15 @@ def test_rbac_modes(cluster: Cluster) -> None:
 
 def test_gate_rbac_only_with_gate_enabled(cluster: Cluster) -> None:
     off = rules_of(render(cluster), "ClusterRole", "r-secretstage-operator")
-    assert not [r for r in off if r["apiGroups"] == ["batch"] or "pods" in r["resources"]]
+    assert not [r for r in off if r["apiGroups"] in (["batch"], ["argoproj.io"]) or "pods" in r["resources"]]
     on = rules_of(render(cluster, "--set", "gate.enabled=true"), "ClusterRole", "r-secretstage-operator")
-    assert on[-4:] == [
+    assert on[-6:] == [
         {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "create"]},
+        {"apiGroups": ["argoproj.io"], "resources": ["analysistemplates"], "verbs": ["get"]},
+        {"apiGroups": ["argoproj.io"], "resources": ["analysisruns"], "verbs": ["get", "create"]},
     ]
     opt_in = render(cluster, "--set", "gate.enabled=true", "--set", "rbac.tenantAccess=optIn")
     assert "jobs" in str(rules_of(opt_in, "ClusterRole", "r-secretstage-operator-tenant"))

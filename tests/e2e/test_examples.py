@@ -268,3 +268,14 @@ def test_rollback_and_retry_commands(
     done = promotions.wait_phase(ns, "early", "Succeeded", generation=2)
     assert done["spec"]["retry"] == 1
     assert wait_for(lambda: emulator.holder(missing, "ACSCurrent"), lambda h: h == "v2", timeout=10, what="v2")
+
+
+def test_gated_example_is_admitted(promotions: Promotions, ns: str) -> None:
+    """examples/gated/promotion.yaml as shipped passes the CRD's schema and rules (a server-side dry
+    run: nothing is created). It runs for real on the node: tests/node/test_gate.py."""
+    manifest = yaml.safe_load((EXAMPLES / "gated" / "promotion.yaml").read_text())
+    manifest["metadata"].pop("namespace")
+    created = promotions.api.create_namespaced_custom_object(
+        "secretstage.io", "v1alpha1", ns, "secretstagepromotions", manifest, dry_run="All"
+    )
+    assert created["spec"]["gate"]["jobs"][0]["name"] == "login-check"

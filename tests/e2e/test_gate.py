@@ -186,3 +186,18 @@ def test_a_gate_that_cannot_give_a_fair_verdict_moves_nothing(
         assert "nothing was moved" in succeeded["message"]
     assert emulator.moves_for(short) == emulator.moves_for(missing) == 0
     assert emulator.holder(short, "ACSCurrent") == emulator.holder(missing, "ACSCurrent") == "v1"
+
+
+def test_an_analysis_without_argo_rollouts_moves_nothing(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    """No AnalysisRun CRD on this cluster (test_gate_analysis.py, which installs it, runs after this
+    module): GateCannotRun naming spec.gate.analysis and the fix, before any move."""
+    secret = emulator.seed(f"no-rollouts-{uuid.uuid4().hex[:6]}", "v1", "v2")
+    analysis = {"templates": [{"templateName": "error-rate"}]}
+    promotions.create(ns, "analysis", spec_for(emulator, secret, moveToVersion="v2", gate={"analysis": analysis}))
+    done = promotions.wait_phase(ns, "analysis", "Failed", "Succeeded", timeout=30)
+    succeeded = condition(done, "Succeeded")
+    assert succeeded["reason"] == "GateCannotRun", done["status"]
+    assert "spec.gate.analysis: Argo Rollouts is not installed" in succeeded["message"]
+    assert emulator.moves_for(secret) == 0

@@ -352,13 +352,25 @@ def rollback_move(state: Gated, secret: str) -> dict[str, Any]:
     return moves[-1]
 
 
+def from_example(state: Gated, secret: str, database: str) -> dict[str, Any]:
+    """examples/gated/promotion.yaml's spec, with this test's endpoint, secret, and login-check container."""
+    spec = yaml.safe_load((ROOT / "examples" / "gated" / "promotion.yaml").read_text())["spec"]
+    assert spec["gate"]["consumers"] is True
+    assert spec["afterSuccess"]["restart"] == [{"kind": "Deployment", "name": "consumer"}]
+    spec.pop("regionId")
+    spec.update(secretName=secret, endpoint=state.emulator.url)
+    (job,) = spec["gate"]["jobs"]
+    job["template"] = login_check(state, secret, database)["template"]
+    return dict(spec)
+
+
 def test_consumers_that_work_on_the_new_version_verify_it(gated: Gated, capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/gated/promotion.yaml, with both passwords accepted: Verified."""
     ns = NAMESPACES["verified"]
     secret = previous_on_v0(gated, f"node/gate-verified-{uuid.uuid4().hex[:6]}")
     set_up = gated.emulator.moves_for(secret)
     database = gated.deploy(ns, (V1, V2), secret)  # the dual-password window: both accepted
-    gate = {"consumers": True, "jobs": [login_check(gated, secret, database)]}
-    gated.promotions.create(ns, "rotate", promotion(gated, secret, gate))
+    gated.promotions.create(ns, "rotate", from_example(gated, secret, database))
     obj, verdict_seen = gated.follow(ns, "rotate", timeout=240)
     status = obj["status"]
     assert (status["phase"], condition(obj, "Succeeded")["reason"]) == ("Succeeded", "Verified"), status

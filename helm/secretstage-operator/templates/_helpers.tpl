@@ -113,6 +113,13 @@ in the unbound ClusterRole <fullname>-tenant that a namespace's admins bind to t
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "create"]
+# spec.gate.analysis: read the AnalysisTemplates, create and follow the AnalysisRun (Argo Rollouts)
+- apiGroups: ["argoproj.io"]
+  resources: ["analysistemplates"]
+  verbs: ["get"]
+- apiGroups: ["argoproj.io"]
+  resources: ["analysisruns"]
+  verbs: ["get", "create"]
 {{- end }}
 {{- end }}
 

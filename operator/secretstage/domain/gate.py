@@ -33,6 +33,9 @@ class Verdict(enum.Enum):
     PENDING = "Pending"
     PASSED = "Passed"
     FAILED = "Failed"
+    # An analysis that could not decide (Argo Rollouts' Inconclusive): the gate fails and holds,
+    # whatever onFailure says: a person decides, nothing is rolled back on a guess.
+    INCONCLUSIVE = "Inconclusive"
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,31 @@ class GateJob:
 
 
 @dataclass(frozen=True)
+class AnalysisTemplateRef:
+    name: str
+    cluster_scope: bool = False  # a ClusterAnalysisTemplate
+
+    @property
+    def kind(self) -> str:
+        return "ClusterAnalysisTemplate" if self.cluster_scope else "AnalysisTemplate"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """``spec.gate.analysis``: an Argo Rollouts AnalysisRun made from these templates with these args."""
+
+    templates: tuple[AnalysisTemplateRef, ...]
+    args: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Gate:
     consumers: bool = False
     jobs: tuple[GateJob, ...] = ()
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     on_failure: str = ROLLBACK
     max_restarts: int = DEFAULT_MAX_RESTARTS
+    analysis: Analysis | None = None
 
 
 def parse_duration(text: str) -> int | None:
@@ -65,7 +87,7 @@ def parse_gate(raw: Any, *, restart: Sequence[tuple[str, str]], problems: list[t
     if not isinstance(raw, Mapping):
         problems.append(("spec.gate", "must be an object with consumers and/or jobs"))
         return None
-    known = {"consumers", "jobs", "timeout", "onFailure", "maxRestarts"}
+    known = {"consumers", "jobs", "analysis", "timeout", "onFailure", "maxRestarts"}
     for key in sorted(set(raw) - known):
         problems.append((f"spec.gate.{key}", f"is not a gate field; the fields are {', '.join(sorted(known))}"))
     consumers = raw.get("consumers", False)
@@ -80,8 +102,9 @@ def parse_gate(raw: Any, *, restart: Sequence[tuple[str, str]], problems: list[t
             )
         )
     jobs = _jobs(raw.get("jobs"), problems)
-    if not consumers and not jobs:
-        problems.append(("spec.gate", "checks nothing: set consumers: true and/or list jobs"))
+    analysis = _analysis(raw.get("analysis"), problems)
+    if not consumers and not jobs and analysis is None:
+        problems.append(("spec.gate", "checks nothing: set consumers: true, list jobs, and/or name analysis templates"))
     timeout = DEFAULT_TIMEOUT_SECONDS
     if raw.get("timeout") is not None:
         parsed = parse_duration(str(raw["timeout"])) if isinstance(raw["timeout"], str) else None
@@ -103,7 +126,126 @@ def parse_gate(raw: Any, *, restart: Sequence[tuple[str, str]], problems: list[t
     if not isinstance(max_restarts, int) or isinstance(max_restarts, bool) or not 0 <= max_restarts <= 100:
         problems.append(("spec.gate.maxRestarts", "must be a whole number from 0 to 100"))
         max_restarts = DEFAULT_MAX_RESTARTS
-    return Gate(consumers, tuple(jobs), timeout, str(on_failure), max_restarts)
+    return Gate(consumers, tuple(jobs), timeout, str(on_failure), max_restarts, analysis)
+
+
+ARG_NAME = re.compile(r"[A-Za-z0-9_.-]{1,253}")
+
+
+def _analysis(raw: Any, problems: list[tuple[str, str]]) -> Analysis | None:
+    if raw is None:
+        return None
+    where = "spec.gate.analysis"
+    if not isinstance(raw, Mapping) or set(raw) - {"templates", "args"}:
+        problems.append(
+            (where, "takes templates ([{templateName}], clusterScope: true for a ClusterAnalysisTemplate) and args")
+        )
+        return None
+    templates: list[AnalysisTemplateRef] = []
+    for i, item in enumerate(raw.get("templates") or []):
+        name = item.get("templateName") if isinstance(item, Mapping) else None
+        if not isinstance(item, Mapping) or set(item) - {"templateName", "clusterScope"}:
+            problems.append((f"{where}.templates[{i}]", "takes templateName and clusterScope"))
+        elif not (isinstance(name, str) and _DNS_NAME.fullmatch(name)):
+            problems.append((f"{where}.templates[{i}].templateName", "must name an AnalysisTemplate (a DNS name)"))
+        else:
+            templates.append(AnalysisTemplateRef(name, bool(item.get("clusterScope", False))))
+    if not templates:
+        problems.append((f"{where}.templates", "must name at least one AnalysisTemplate"))
+        return None
+    args: list[tuple[str, str]] = []
+    for i, item in enumerate(raw.get("args") or []):
+        ok = isinstance(item, Mapping) and not set(item) - {"name", "value"}
+        name, value = (item.get("name"), item.get("value")) if isinstance(item, Mapping) else (None, None)
+        if not ok or not (isinstance(name, str) and ARG_NAME.fullmatch(name)) or not isinstance(value, str):
+            problems.append((f"{where}.args[{i}]", "takes name and value (a string)"))
+            continue
+        if name in {a for a, _ in args}:
+            problems.append((f"{where}.args[{i}].name", f"{name!r} is given twice"))
+            continue
+        args.append((name, value))
+    return Analysis(tuple(templates), tuple(args))
+
+
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+def analysis_run_name(promotion: str, generation: int) -> str:
+    """The AnalysisRun a gate creates: one per promotion and generation."""
+    return job_name(promotion, "analysis", generation)
+
+
+def analysis_run(
+    analysis: Analysis, templates: Sequence[Mapping[str, Any]], name: str, owner: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The AnalysisRun for ``analysis``, resolved from its templates as Argo Rollouts' own controller
+    does for a Rollout (the analysis controller runs a run's metrics; it does not read templates):
+    their metrics in order, their args with the spec's values over the templates' defaults, dryRun and
+    measurementRetention. ``{{args.NAME}}`` in the metrics is left for the analysis controller."""
+    metrics: list[Any] = []
+    args: dict[str, dict[str, Any]] = {}
+    dry_run: list[Any] = []
+    retention: list[Any] = []
+    for template in templates:
+        spec = template.get("spec") or {}
+        metrics += list(spec.get("metrics") or [])
+        for arg in spec.get("args") or []:
+            if isinstance(arg, Mapping) and arg.get("name") and arg["name"] not in args:
+                args[str(arg["name"])] = dict(arg)
+        dry_run += list(spec.get("dryRun") or [])
+        retention += list(spec.get("measurementRetention") or [])
+    for arg_name, value in analysis.args:
+        args[arg_name] = {"name": arg_name, "value": value}
+    run_spec: dict[str, Any] = {"metrics": metrics, "args": list(args.values())}
+    if dry_run:
+        run_spec["dryRun"] = dry_run
+    if retention:
+        run_spec["measurementRetention"] = retention
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisRun",
+        "metadata": {
+            "name": name,
+            "ownerReferences": [dict(owner)],
+            "labels": {"app.kubernetes.io/managed-by": "secretstage-operator"},
+        },
+        "spec": run_spec,
+    }
+
+
+def missing_args(templates: Sequence[Mapping[str, Any]], given: Sequence[tuple[str, str]]) -> list[str]:
+    """Args a template declares without a value or valueFrom that the spec does not give."""
+    names = {n for n, _ in given}
+    missing = []
+    for template in templates:
+        for arg in (template.get("spec") or {}).get("args") or []:
+            if (
+                isinstance(arg, Mapping)
+                and "value" not in arg
+                and "valueFrom" not in arg
+                and arg.get("name") not in names
+            ):
+                missing.append(str(arg.get("name")))
+    return missing
+
+
+def analysis_check(name: str, run: Mapping[str, Any] | None) -> Check:
+    """An AnalysisRun's verdict by its phase: Successful passes; Failed and Error fail; Inconclusive holds."""
+    if run is None:
+        return Check("AnalysisRun", name, Verdict.PENDING, f"AnalysisRun {name}: created")
+    status = run.get("status") or {}
+    phase = str(status.get("phase") or "Pending")
+    said = status.get("message") or "; ".join(
+        str(m.get("message")) for m in status.get("metricResults") or [] if isinstance(m, Mapping) and m.get("message")
+    )
+    detail = f": {said}" if said else ""
+    if phase == "Successful":
+        return Check("AnalysisRun", name, Verdict.PASSED, f"AnalysisRun {name}: Successful")
+    if phase in ("Failed", "Error"):
+        return Check("AnalysisRun", name, Verdict.FAILED, f"AnalysisRun {name}: {phase}{detail}")
+    if phase == "Inconclusive":
+        return Check("AnalysisRun", name, Verdict.INCONCLUSIVE, f"AnalysisRun {name}: Inconclusive{detail}")
+    return Check("AnalysisRun", name, Verdict.PENDING, f"AnalysisRun {name}: {phase}")
 
 
 def _jobs(raw: Any, problems: list[tuple[str, str]]) -> list[GateJob]:
@@ -332,10 +474,14 @@ def passed_deadline(now: str, deadline: str) -> bool:
 
 
 def verdict_of(checks: Sequence[Check], *, timed_out: bool) -> tuple[Verdict, str | None]:
-    """All passed: PASSED. Any failed: FAILED, naming the first. Still pending at the deadline: FAILED."""
+    """All passed: PASSED. Any failed: FAILED, naming the first. An analysis that could not decide:
+    INCONCLUSIVE (the gate holds). Still pending at the deadline: FAILED."""
     for check in checks:
         if check.verdict is Verdict.FAILED:
             return Verdict.FAILED, check.message
+    for check in checks:
+        if check.verdict is Verdict.INCONCLUSIVE:
+            return Verdict.INCONCLUSIVE, check.message
     pending = [c for c in checks if c.verdict is Verdict.PENDING]
     if not pending:
         return Verdict.PASSED, None

@@ -96,7 +96,9 @@ def build_status(
         "rollback": result.rollback.to_status() if result.rollback else None,
         "inherited": result.inherited.to_status() if result.inherited else None,
         "consumers": [
-            {k: v for k, v in c.to_status().items() if k != "verdict"} for c in result.gate.checks if c.kind != "Job"
+            {k: v for k, v in c.to_status().items() if k != "verdict"}
+            for c in result.gate.checks
+            if c.kind not in ("Job", "AnalysisRun")
         ]
         if result.gate and result.gate.checks
         else None,
@@ -118,6 +120,8 @@ def _verified(result: AttemptResult, generation: int, now: str, old: Sequence[Ma
         return _condition("Verified", "True", "ChecksPassed", "every gate check passed", generation, now, old)
     if verdict is Verdict.FAILED:
         return _condition("Verified", "False", "CheckFailed", result.gate.failed_check or "", generation, now, old)
+    if verdict is Verdict.INCONCLUSIVE:
+        return _condition("Verified", "False", "Inconclusive", result.gate.failed_check or "", generation, now, old)
     waiting = [c.message for c in result.gate.checks if c.verdict is Verdict.PENDING]
     message = f"waiting until {result.gate.deadline}: " + "; ".join(waiting) if waiting else "the gate started"
     return _condition("Verified", "Unknown", "Verifying", message, generation, now, old)
