@@ -388,3 +388,30 @@ def run_check(cluster: Cluster, *args: str, timeout: float = 90) -> subprocess.C
     return subprocess.run(
         secretstage_cmd("check", *args), capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
+
+
+def start_analysis_controller(cluster: Cluster, workdir: Path) -> Process:
+    """Argo Rollouts' analysis controller (hack/argo-rollouts.sh: built from Go modules, CRDs applied)
+    out of cluster against ``cluster``, ready; its log is scanned for leaks with the others."""
+    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig, "PATH": f"{cluster.bin_dir}:{os.environ['PATH']}"}
+    script = str(ROOT / "hack" / "argo-rollouts.sh")
+    built = subprocess.run(["bash", script, "build"], timeout=1800, capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr[-3000:]
+    crds = subprocess.run(["bash", script, "crds"], timeout=300, env=env, capture_output=True, text=True, check=False)
+    assert crds.returncode == 0, crds.stderr[-3000:]
+    bin_dir = subprocess.run(["bash", script, "bin-dir"], check=True, capture_output=True, text=True).stdout.strip()
+    controller = Process(
+        [
+            f"{bin_dir}/rollouts-controller",
+            *("--kubeconfig", cluster.kubeconfig, "--controllers", "analysis", "--leader-elect=false"),
+            *("--healthzPort", str(free_port()), "--metricsPort", str(free_port())),
+        ],
+        workdir / "rollouts-controller.log",
+    )
+    wait_for(
+        controller.log_text,
+        lambda text: "analysis workers" in text,
+        timeout=60,
+        what="the analysis controller to start its workers",
+    )
+    return controller

@@ -13,8 +13,6 @@ before it, checks the refusal when they are missing.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,8 +24,15 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.cluster import Cluster
-from tests.harness import EmulatorProcess, OperatorProcess, Promotions, condition, free_port, spec_for
-from tests.support import ROOT, Process, wait_for
+from tests.harness import (
+    EmulatorProcess,
+    OperatorProcess,
+    Promotions,
+    condition,
+    spec_for,
+    start_analysis_controller,
+)
+from tests.support import Process
 
 ANSWERS: dict[str, str] = {}  # path -> the "health" the web metric reads
 
@@ -56,20 +61,7 @@ def health_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def rollouts(cluster: Cluster, crd: None, workdir: Path) -> Iterator[Process]:
-    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
-    script = str(ROOT / "hack" / "argo-rollouts.sh")
-    subprocess.run(["bash", script, "build"], check=True, timeout=1800, capture_output=True)
-    subprocess.run(["bash", script, "crds"], check=True, timeout=300, env=env, capture_output=True)
-    bin_dir = subprocess.run(["bash", script, "bin-dir"], check=True, capture_output=True, text=True).stdout.strip()
-    controller = Process(
-        [
-            f"{bin_dir}/rollouts-controller",
-            *("--kubeconfig", cluster.kubeconfig, "--controllers", "analysis", "--leader-elect=false"),
-            *("--healthzPort", str(free_port()), "--metricsPort", str(free_port())),
-        ],
-        workdir / "rollouts-controller.log",
-    )
-    wait_for(controller.log_text, lambda t: "Started" in t and "analysis workers" in t, timeout=60, what="ready")
+    controller = start_analysis_controller(cluster, workdir)
     yield controller
     controller.stop()
 

@@ -25,12 +25,21 @@ import yaml
 from kubernetes import client as k8s
 
 from tests.cluster import Cluster
-from tests.harness import CHART, E2E_KEY_ID, E2E_KEY_SECRET, E2E_SECRET_VALUE, E2E_TOKEN, EmulatorProcess, Promotions
+from tests.harness import (
+    CHART,
+    E2E_KEY_ID,
+    E2E_KEY_SECRET,
+    E2E_SECRET_VALUE,
+    E2E_TOKEN,
+    EmulatorProcess,
+    Promotions,
+    start_analysis_controller,
+)
 from tests.node.conftest import Image, import_image
 from tests.support import ROOT, wait_for
 
 RELEASE = RELEASE_NS = "secretstage-gated"
-CASES = ("verified", "crashloop", "smoke", "hold")
+CASES = ("verified", "crashloop", "smoke", "hold", "analysis")
 NAMESPACES = {case: f"gate-{case}" for case in CASES}
 V1, V2 = E2E_SECRET_VALUE + "v1", E2E_SECRET_VALUE + "v2"  # what harness seed() writes after the first version
 APP = "localhost/secretstage/consumer"
@@ -283,9 +292,11 @@ def gated(
     )
     cluster.helm("install", RELEASE, CHART, "-n", RELEASE_NS, "-f", str(values), "--wait", "--timeout", "3m")
     state = Gated(cluster, tls_emulator, f"{APP}:{tag}", Promotions(cluster))
+    analysis_controller = start_analysis_controller(cluster, workdir)
     try:
         yield state
     finally:
+        analysis_controller.stop()
         cluster.helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", "--timeout", "2m", check=False)
         for ns in NAMESPACES.values():
             core.delete_namespace(ns)
@@ -483,3 +494,34 @@ def test_hold_leaves_the_new_version_and_a_rerun_verifies_it_after_the_fix(
     assert "logged in with version v2" in gated.pod_logs(ns, "app=consumer")
     with capsys.disabled():
         print(f"\ngate held: {held}; re-run after the fix: Verified")
+
+
+def test_an_analysis_with_the_job_provider_rolls_back(gated: Gated, capsys: pytest.CaptureFixture[str]) -> None:
+    """spec.gate.analysis on the node: an AnalysisTemplate whose metric is Argo Rollouts' `job` provider
+    (the login check, run by the analysis controller as a Job); the database knows only v1, so the
+    metric fails, the AnalysisRun is Failed, and the stage goes back."""
+    ns = NAMESPACES["analysis"]
+    secret = previous_on_v0(gated, f"node/gate-analysis-{uuid.uuid4().hex[:6]}")
+    database = gated.deploy(ns, (V1,), secret)
+    before = gated.emulator.placement(secret)
+    job_spec = login_check(gated, secret, database)["template"]
+    template = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "login"},
+        "spec": {"metrics": [{"name": "login", "provider": {"job": {"spec": {**job_spec, "backoffLimit": 0}}}}]},
+    }
+    custom = k8s.CustomObjectsApi(gated.cluster.api)
+    custom.create_namespaced_custom_object("argoproj.io", "v1alpha1", ns, "analysistemplates", template)
+    gate = {"analysis": {"templates": [{"templateName": "login"}]}}
+    gated.promotions.create(ns, "rotate", promotion(gated, secret, gate, restart=False))
+    obj, verdict_seen = gated.follow(ns, "rotate", timeout=240)
+    status = obj["status"]
+    assert (status["phase"], condition(obj, "Succeeded")["reason"]) == ("Failed", "RolledBack"), status
+    assert "AnalysisRun rotate-analysis-g1: Failed" in status["gate"]["failedCheck"], status["gate"]
+    assert gated.emulator.placement(secret) == before
+    run = custom.get_namespaced_custom_object("argoproj.io", "v1alpha1", ns, "analysisruns", "rotate-analysis-g1")
+    assert run["status"]["phase"] == "Failed", run["status"]
+    timing = gated.report("analysis", secret, verdict_seen)
+    with capsys.disabled():
+        print(f"\ngate analysis (job provider) failed -> rolled back: {timing}")
