@@ -136,9 +136,6 @@ class FairQueue:
         names = self._ready.get(key[0])
         return names is not None and key[1] in names
 
-    def is_queued(self, key: Key) -> bool:
-        return self.is_ready(key) or key in self._delayed or key in self._working
-
     def lengths(self) -> dict[str, tuple[int, int]]:
         """namespace -> (ready, delayed): what waits for a worker, and what waits out a backoff."""
         out: dict[str, tuple[int, int]] = {ns: (len(names), 0) for ns, names in self._ready.items()}

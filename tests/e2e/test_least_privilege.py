@@ -146,13 +146,28 @@ def external_secrets(cluster: Cluster) -> None:
 AFTER_SUCCESS = ("afterSuccess.restartWorkloads=true", "afterSuccess.refreshExternalSecrets=true")
 
 
+@pytest.fixture
+def releases(cluster: Cluster) -> Iterator[list[tuple[str, str]]]:
+    """Helm releases a test installed, uninstalled after it whatever happened (with their cluster-scoped
+    admission policies and roles)."""
+    installed: list[tuple[str, str]] = []
+    yield installed
+    for release, namespace in installed:
+        cluster.helm("uninstall", release, "-n", namespace, check=False)
+
+
 def test_cluster_wide_grants_are_held_to_their_job_by_admission(
-    cluster: Cluster, crd: None, external_secrets: None, namespaces: Callable[[], str]
+    cluster: Cluster,
+    crd: None,
+    external_secrets: None,
+    namespaces: Callable[[], str],
+    releases: list[tuple[str, str]],
 ) -> None:
     release_ns, tenant = namespaces(), namespaces()
     release = install_chart(
         cluster, "lp", release_ns, f"serviceAccountIdentity.oidcProviderArn={PROVIDER}", *AFTER_SUCCESS
     )
+    releases.append((release, release_ns))
     tenant_objects(cluster, tenant)
     operator = impersonating(cluster, f"system:serviceaccount:{release_ns}:{release}-secretstage-operator")
 
@@ -204,11 +219,10 @@ def test_cluster_wide_grants_are_held_to_their_job_by_admission(
     # a user who is not the operator is not held by the operator's policies
     admin = impersonating(cluster, "someone-else")
     assert "ValidatingAdmissionPolicy" not in str(admin.token(tenant, "promoter", ["https://kubernetes.default.svc"]))
-    cluster.helm("uninstall", release, "-n", release_ns)
 
 
 def test_opt_in_grants_reach_only_the_namespaces_that_bound_them(
-    cluster: Cluster, crd: None, namespaces: Callable[[], str], tmp_path: Path
+    cluster: Cluster, crd: None, namespaces: Callable[[], str], tmp_path: Path, releases: list[tuple[str, str]]
 ) -> None:
     release_ns, opted_in, other = namespaces(), namespaces(), namespaces()
     release = install_chart(
@@ -219,6 +233,7 @@ def test_opt_in_grants_reach_only_the_namespaces_that_bound_them(
         f"serviceAccountIdentity.oidcProviderArn={PROVIDER}",
         "afterSuccess.restartWorkloads=true",
     )
+    releases.append((release, release_ns))
     fullname = f"{release}-secretstage-operator"
     promotions = Promotions(cluster)
     for namespace in (opted_in, other):
@@ -280,4 +295,3 @@ def test_opt_in_grants_reach_only_the_namespaces_that_bound_them(
     )
     assert escalate.returncode != 0
     assert "forbidden" in escalate.stderr
-    cluster.helm("uninstall", release, "-n", release_ns)

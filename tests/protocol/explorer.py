@@ -80,8 +80,9 @@ KMS_MOVE_FAULTS = (
 WRITE_FAULTS = ("crash", "crash-after", "conflict", "answer-lost", *EDGE_FAULTS)
 AFTER_SUCCESS_FAULTS = ("crash", "crash-after", *EDGE_FAULTS)
 # A look of the gate at its checks: "gate-fail" = the consumers fail from now on (a crash loop on the
-# new value); "foreign" = another pipeline moves the stage while the gate runs.
-GATE_FAULTS = ("crash", "gate-fail", "foreign", "retry", *EDGE_FAULTS)
+# new value); "gate-inconclusive" = an analysis that cannot decide (it must hold, never roll back);
+# "foreign" = another pipeline moves the stage while the gate runs.
+GATE_FAULTS = ("crash", "gate-fail", "gate-inconclusive", "foreign", "retry", *EDGE_FAULTS)
 # "retry": a new generation with the same spec (spec.retry + 1, the Argo CD actions retry and
 # rerun-gate), during the gate or after the verdict: gated scenarios only (explore() leaves it out
 # of the others, where it is an "edit" that asks nothing new).
@@ -267,6 +268,7 @@ class World:
     after_success_runs: Counter[tuple[str, int]] = field(default_factory=Counter)  # (uid, generation)
     rollback_restarts: Counter[tuple[str, int]] = field(default_factory=Counter)  # (uid, generation)
     gate_failed: bool = False  # the consumers fail on the new version from the "gate-fail" point on
+    gate_inconclusive: bool = False  # an analysis cannot decide from the "gate-inconclusive" point on
     gate_looks: int = 0
     returned_ids: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # who -> (point, RequestId)
     crashes: dict[str, list[int]] = field(default_factory=dict)
@@ -785,9 +787,13 @@ class GateModel:
         fault = await self.world.point("gate", self.actor)
         if fault == "gate-fail":
             self.world.gate_failed = True
+        if fault == "gate-inconclusive":
+            self.world.gate_inconclusive = True
         self.world.gate_looks += 1
         if self.world.gate_failed:
             return [Check("Deployment", "api", Verdict.FAILED, f"Deployment api: crash loop on {version}", "0/1")]
+        if self.world.gate_inconclusive:
+            return [Check("AnalysisRun", "p-analysis-g1", Verdict.INCONCLUSIVE, "AnalysisRun: Inconclusive")]
         if self.world.gate_looks == 1:
             return [Check("Deployment", "api", Verdict.PENDING, "Deployment api: rolling out", "0/1")]
         return [Check("Deployment", "api", Verdict.PASSED, f"Deployment api: 1/1 pods ready on {version}", "1/1")]
@@ -1109,7 +1115,11 @@ def _check_gated(world: World, scenario: Scenario) -> None:
     assert phase in FINAL, f"not final after {MAX_ATTEMPTS} attempts: {where}"
     if foreign:  # another change moved the stage (before, during or after the gate): the safety above is the claim
         return
-    if not world.gate_failed:
+    if world.gate_inconclusive and not world.gate_failed:
+        assert (phase, reason) == ("Failed", "GateFailed"), f"an inconclusive analysis holds: {where}"
+        assert final_placement.get(stage) == "v2", where
+        assert not backs, f"rolled back on an inconclusive analysis: {where}"
+    elif not world.gate_failed:
         assert (phase, reason) == ("Succeeded", "Verified"), f"the checks passed: {where}"
         assert final_placement.get(stage) == "v2", where
         assert not backs, where
