@@ -25,6 +25,7 @@ from secretstage.domain.gate import (
     analysis_check,
     analysis_run,
     analysis_run_name,
+    canary_check,
     consumer_check,
     has_condition,
     job_check,
@@ -32,6 +33,7 @@ from secretstage.domain.gate import (
     missing_args,
 )
 from secretstage.domain.gate import cannot_run as gate_cannot_run
+from secretstage.domain.promotion import canary_name, canary_spec
 from secretstage.kube import GROUP, VERSION
 from secretstage.kubehttp import KubeCallFailed, KubeHttp, path
 
@@ -174,6 +176,41 @@ async def analysis(kube: KubeHttp, owner: Owner, spec: Analysis) -> Check:
         return Check("AnalysisRun", name, Verdict.PENDING, f"AnalysisRun {name}: HTTP {exc.status} {exc.message}")
     except Exception as exc:
         return Check("AnalysisRun", name, Verdict.PENDING, f"AnalysisRun {name}: {type(exc).__name__}")
+
+
+async def canary(kube: KubeHttp, owner: Owner, parent_spec: Mapping[str, Any]) -> Check:
+    """The canary promotion of this generation: created once (owned by the parent: deleted with it),
+    then followed until it is final. Its own protocol moves the canary label, gates it and, when its
+    gate fails, moves it back."""
+    name = canary_name(owner.name, owner.generation)
+    promotions = path("apis", GROUP, VERSION, "namespaces", owner.namespace, "secretstagepromotions")
+    try:
+        child = await _get_or_none(kube, owner.namespace, f"{promotions}/{name}")
+        if child is None:
+            manifest = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "metadata": {
+                    "name": name,
+                    "labels": {"secretstage.io/canary-of": owner.name},
+                    "ownerReferences": [_owner_reference(owner)],
+                },
+                "spec": canary_spec(parent_spec),
+            }
+            try:
+                await kube.request(owner.namespace, "POST", promotions, json=manifest)
+            except KubeCallFailed as exc:
+                if exc.status == 409:
+                    return Check(KIND, name, Verdict.PENDING, f"canary {name}: created")
+                if exc.status in (400, 422):
+                    return Check(KIND, name, Verdict.FAILED, f"canary {name}: the API server refused it: {exc.message}")
+                raise
+            return Check(KIND, name, Verdict.PENDING, f"canary {name}: created")
+        return canary_check(name, child)
+    except KubeCallFailed as exc:
+        return Check(KIND, name, Verdict.PENDING, f"canary {name}: HTTP {exc.status} {exc.message}")
+    except Exception as exc:
+        return Check(KIND, name, Verdict.PENDING, f"canary {name}: {type(exc).__name__}")
 
 
 def _owner_reference(owner: Owner) -> dict[str, Any]:

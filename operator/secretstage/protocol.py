@@ -142,6 +142,8 @@ class AttemptAborted(Exception):
 AfterSuccessRunner = Callable[[str | None], Awaitable[list[dict[str, str]]]]
 # The gate's checks for the version: creates its Jobs if they do not exist yet, reads everything once.
 GateRunner = Callable[[Gate, str], Awaitable[list[Check]]]
+# The canary promotion of this generation (created if it does not exist yet), as a check.
+CanaryRunner = Callable[[], Awaitable[Check]]
 # Why the gate could not give a fair verdict, asked before the first send: (field, what to do).
 GateRefusals = Callable[[Gate], Awaitable[list[tuple[str, str]]]]
 
@@ -265,6 +267,7 @@ class Attempt:
     after_success: AfterSuccessRunner | None = None
     gate_checks: GateRunner | None = None
     gate_refusals: GateRefusals | None = None
+    canary: CanaryRunner | None = None
     rng: random.Random = field(default_factory=random.Random)
     locks: SecretLocks = field(default_factory=SecretLocks)
     key: SecretKey = ("", "", "")  # see secret_key()
@@ -358,6 +361,16 @@ class Attempt:
         if result.gate is not None and result.gate.verdict is Verdict.PENDING and request.gate is not None:
             await self._gate()  # the gate runs: its checks only, no KMS read until a verdict
             return
+        if request.canary is not None and self.canary is not None and self._nothing_done_yet():
+            # Read-only here (the canary promotion journals its own moves): a crash, an edit or a
+            # delete at this await leaves nothing of this generation to undo.
+            check = await self.canary()
+            if check.verdict is Verdict.PENDING:
+                result.outcome = Outcome(Kind.VERIFYING, "CanaryVerifying", check.message, None, POLL_SECONDS)
+                return
+            if check.verdict is not Verdict.PASSED:
+                result.outcome = failed("CanaryFailed", f"{check.message}; {request.version_stage} was not moved")
+                return
         listing = await self._read()
         for _ in range(MAX_REPLANS):
             try:
@@ -479,6 +492,18 @@ class Attempt:
             await self._gate()
             return
         result.outcome = previous_problem or self._promoted(move)
+
+    def _nothing_done_yet(self) -> bool:
+        """This generation has journaled nothing, and no earlier one moved the stage: the canary comes
+        first. Once this stage's move may have been sent, the canary is history."""
+        journal = self.journal
+        return (
+            journal.move is None
+            and journal.gate is None
+            and journal.rollback is None
+            and self.unconfirmed is None
+            and self.result.inherited is None
+        )
 
     async def _gate_refusals(self) -> list[tuple[str, str]]:
         """Read-only, before the first send of this generation (nothing journaled yet: a crash, an

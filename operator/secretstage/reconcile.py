@@ -344,6 +344,7 @@ async def run_attempt(
                 after_success=_after_success_runner(runtime, request, namespace),
                 gate_checks=_gate_runner(runtime, request, gating.Owner(namespace, name, uid, generation)),
                 gate_refusals=lambda gate: gating.cannot_run(runtime.kube, namespace, gate, request.restart),
+                canary=lambda: gating.canary(runtime.kube, gating.Owner(namespace, name, uid, generation), spec),
                 rng=runtime.rng,
                 locks=runtime.locks,
                 key=key,

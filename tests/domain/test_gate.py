@@ -16,6 +16,7 @@ from secretstage.domain.gate import (
     Verdict,
     analysis_check,
     analysis_run,
+    canary_check,
     cannot_run,
     consumer_check,
     job_check,
@@ -26,7 +27,7 @@ from secretstage.domain.gate import (
 )
 from secretstage.domain.journal import GateState, Journal, RollbackState
 from secretstage.domain.planning import rollback_call, rollback_previous
-from secretstage.domain.promotion import InvalidPromotion, parse_spec
+from secretstage.domain.promotion import InvalidPromotion, canary_name, canary_spec, parse_spec
 
 BASE: dict[str, Any] = {
     "secretName": "payments/db",
@@ -360,3 +361,75 @@ def test_an_inconclusive_analysis_holds_unless_a_check_failed() -> None:
     failed = Check("Job", "j", Verdict.FAILED, "Job j: failed")
     assert verdict_of([inconclusive], timed_out=False) == (Verdict.INCONCLUSIVE, "AnalysisRun a: Inconclusive")
     assert verdict_of([inconclusive, failed], timed_out=False) == (Verdict.FAILED, "Job j: failed")
+
+
+CANARY_SPEC = {
+    "secretName": "payments/db",
+    "versionStage": "ACSCurrent",
+    "moveToVersion": "v2",
+    "regionId": "cn-hangzhou",
+    "precondition": {"currentVersion": "v1"},
+    "credentials": {"secretRef": {"name": "k"}},
+    "afterSuccess": {"restart": [{"kind": "Deployment", "name": "api"}]},
+    "gate": {"consumers": True},
+    "canary": {
+        "versionStage": "ACSCanary",
+        "restart": [{"kind": "Deployment", "name": "api-canary"}],
+        "gate": {"consumers": True, "timeout": "5m"},
+    },
+}
+
+
+def test_a_canary_parses_and_its_promotion_keeps_only_what_it_needs() -> None:
+    request = parse_spec(CANARY_SPEC)
+    assert request.canary is not None
+    assert (request.canary.version_stage, request.canary.restart) == ("ACSCanary", (("Deployment", "api-canary"),))
+    assert request.canary.gate.timeout_seconds == 300
+    child = canary_spec(CANARY_SPEC)
+    assert child == {
+        "secretName": "payments/db",
+        "regionId": "cn-hangzhou",
+        "credentials": {"secretRef": {"name": "k"}},
+        "moveToVersion": "v2",
+        "versionStage": "ACSCanary",
+        "afterSuccess": {"restart": [{"kind": "Deployment", "name": "api-canary"}]},
+        "gate": {"consumers": True, "timeout": "5m"},
+    }
+    assert parse_spec(child).gate is not None  # the canary promotion is a valid gated promotion itself
+    assert canary_name("db-password-v2", 3) == "db-password-v2-canary-g3"
+    assert len(canary_name("x" * 80, 12)) == 63
+
+
+@pytest.mark.parametrize(
+    ("canary", "field"),
+    [
+        ({"versionStage": "ACSCurrent", "gate": {"jobs": []}}, "spec.canary.versionStage"),
+        ({"versionStage": "ACSCanary"}, "spec.canary.gate"),
+        ({"versionStage": "ACSCanary", "gate": {"consumers": True}}, "spec.canary.gate.consumers"),
+        (
+            {"versionStage": "ACSCanary", "restart": [{"kind": "Pod", "name": "x"}], "gate": {}},
+            "spec.canary.restart[0]",
+        ),
+        ({"versionStage": "ACSCanary", "gate": {}, "extra": 1}, "spec.canary"),
+    ],
+)
+def test_bad_canaries_name_the_field(canary: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidPromotion) as err:
+        parse_spec({**CANARY_SPEC, "canary": canary})
+    assert field in [p.field for p in err.value.problems], err.value.problems
+
+
+def test_a_canary_promotion_by_its_status() -> None:
+    def child(phase: str | None, observed: int = 1, reason: str = "RolledBack") -> dict[str, Any]:
+        conditions = [{"type": "Succeeded", "reason": reason, "message": "the gate failed"}]
+        return {
+            "metadata": {"generation": 1},
+            "status": {"phase": phase, "observedGeneration": observed, "conditions": conditions},
+        }
+
+    assert canary_check("c", child("Succeeded", reason="Verified")).verdict is Verdict.PASSED
+    failed = canary_check("c", child("Failed"))
+    assert failed.verdict is Verdict.FAILED
+    assert "RolledBack: the gate failed" in failed.message
+    assert canary_check("c", child("Verifying")).verdict is Verdict.PENDING
+    assert canary_check("c", child("Failed", observed=0)).verdict is Verdict.PENDING  # an older generation's

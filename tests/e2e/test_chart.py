@@ -247,13 +247,14 @@ def test_gate_rbac_only_with_gate_enabled(cluster: Cluster) -> None:
     off = rules_of(render(cluster), "ClusterRole", "r-secretstage-operator")
     assert not [r for r in off if r["apiGroups"] in (["batch"], ["argoproj.io"]) or "pods" in r["resources"]]
     on = rules_of(render(cluster, "--set", "gate.enabled=true"), "ClusterRole", "r-secretstage-operator")
-    assert on[-6:] == [
+    assert on[-7:] == [
         {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "create"]},
         {"apiGroups": ["argoproj.io"], "resources": ["analysistemplates"], "verbs": ["get"]},
         {"apiGroups": ["argoproj.io"], "resources": ["analysisruns"], "verbs": ["get", "create"]},
+        {"apiGroups": ["secretstage.io"], "resources": ["secretstagepromotions"], "verbs": ["create"]},
     ]
     opt_in = render(cluster, "--set", "gate.enabled=true", "--set", "rbac.tenantAccess=optIn")
     assert "jobs" in str(rules_of(opt_in, "ClusterRole", "r-secretstage-operator-tenant"))

@@ -201,3 +201,39 @@ def test_an_analysis_without_argo_rollouts_moves_nothing(
     assert succeeded["reason"] == "GateCannotRun", done["status"]
     assert "spec.gate.analysis: Argo Rollouts is not installed" in succeeded["message"]
     assert emulator.moves_for(secret) == 0
+
+
+def test_a_failing_canary_leaves_the_stage_untouched(
+    operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
+) -> None:
+    """spec.canary: the operator creates the canary promotion (owned by this one), which moves ACSCanary
+    to v2 and gates it; its smoke Job never runs here, so its gate times out and it moves the label
+    back; this promotion fails CanaryFailed and ACSCurrent is never moved."""
+    secret = emulator.seed(f"canary-{uuid.uuid4().hex[:6]}", "v1", "v2")
+    spec = spec_for(
+        emulator,
+        secret,
+        moveToVersion="v2",
+        precondition={"currentVersion": "v1"},
+        gate={"jobs": [SMOKE]},
+        canary={"versionStage": "ACSCanary", "gate": {"jobs": [SMOKE], "timeout": "30s"}},
+    )
+    parent = promotions.create(ns, "rotate", spec)
+    waiting = promotions.wait_phase(ns, "rotate", "Verifying", timeout=30)
+    assert condition(waiting, "Succeeded")["reason"] == "CanaryVerifying", waiting["status"]
+    child = wait_for(
+        lambda: promotions.get(ns, "rotate-canary-g1"), lambda c: bool(c.get("status")), timeout=30, what="canary"
+    )
+    assert child["metadata"]["ownerReferences"][0]["uid"] == parent["metadata"]["uid"]
+    assert child["spec"]["versionStage"] == "ACSCanary"
+    wait_for(lambda: emulator.holder(secret, "ACSCanary"), lambda v: v == "v2", timeout=30, what="ACSCanary on v2")
+    assert emulator.holder(secret, "ACSCurrent") == "v1"
+    done = promotions.wait_phase(ns, "rotate", "Failed", "Succeeded", timeout=90)
+    succeeded = condition(done, "Succeeded")
+    assert succeeded["reason"] == "CanaryFailed", done["status"]
+    assert "canary rotate-canary-g1 failed: RolledBack" in succeeded["message"]
+    assert "ACSCurrent was not moved" in succeeded["message"]
+    assert emulator.holder(secret, "ACSCanary") is None  # moved back: it was on no version before
+    assert emulator.holder(secret, "ACSCurrent") == "v1"
+    assert emulator.moves_for(secret) == 0  # ACSCurrent never moved
+    assert emulator.moves_for(secret, "ACSCanary") == 2  # there and back

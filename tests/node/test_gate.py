@@ -39,7 +39,7 @@ from tests.node.conftest import Image, import_image
 from tests.support import ROOT, wait_for
 
 RELEASE = RELEASE_NS = "secretstage-gated"
-CASES = ("verified", "crashloop", "smoke", "hold", "analysis")
+CASES = ("verified", "crashloop", "smoke", "hold", "analysis", "canary")
 NAMESPACES = {case: f"gate-{case}" for case in CASES}
 V1, V2 = E2E_SECRET_VALUE + "v1", E2E_SECRET_VALUE + "v2"  # what harness seed() writes after the first version
 APP = "localhost/secretstage/consumer"
@@ -93,7 +93,6 @@ class Gated:
     def deploy(self, ns: str, accepts: tuple[str, ...], secret: str) -> str:
         """The database (accepting ``accepts``) and CONSUMERS consumers of ``secret``, all ready on v1."""
         apps, core = k8s.AppsV1Api(self.cluster.api), k8s.CoreV1Api(self.cluster.api)
-        ca_volume = {"name": "kms-ca", "configMap": {"name": "kms-ca"}}
         db_labels = {"app": "database"}
         apps.create_namespaced_deployment(
             ns,
@@ -126,11 +125,18 @@ class Gated:
         )
         database = f"http://{service.spec.cluster_ip}:8000"  # no cluster DNS on this node
         self.wait_available(ns, "database", 1)
-        labels = {"app": "consumer"}
-        apps.create_namespaced_deployment(
+        self.consumers(ns, "consumer", secret, database)
+        return database
+
+    def consumers(self, ns: str, name: str, secret: str, database: str, stage: str = "ACSCurrent") -> None:
+        """CONSUMERS pods that read ``secret`` at ``stage`` at start and log in with it; ready when they did."""
+        labels = {"app": name}
+        container = self.container("consumer", secret, database)
+        container["env"].append({"name": "VERSION_STAGE", "value": stage})
+        k8s.AppsV1Api(self.cluster.api).create_namespaced_deployment(
             ns,
             {
-                "metadata": {"name": "consumer"},
+                "metadata": {"name": name},
                 "spec": {
                     "replicas": CONSUMERS,
                     "progressDeadlineSeconds": PROGRESS_DEADLINE,
@@ -141,23 +147,14 @@ class Gated:
                         "metadata": {"labels": labels},
                         "spec": {
                             "terminationGracePeriodSeconds": 1,
-                            "containers": [
-                                {
-                                    **self.container("consumer", secret, database),
-                                    "readinessProbe": {
-                                        "httpGet": {"path": "/healthz", "port": 8080},
-                                        "periodSeconds": 1,
-                                    },
-                                }
-                            ],
-                            "volumes": [ca_volume],
+                            "containers": [{**container, "readinessProbe": HEALTHZ}],
+                            "volumes": [{"name": "kms-ca", "configMap": {"name": "kms-ca"}}],
                         },
                     },
                 },
             },
         )
-        self.wait_available(ns, "consumer", CONSUMERS)
-        return database
+        self.wait_available(ns, name, CONSUMERS)
 
     def deployment(self, ns: str, name: str) -> dict[str, Any]:
         obj = k8s.AppsV1Api(self.cluster.api).read_namespaced_deployment(name, ns)
@@ -207,14 +204,14 @@ class Gated:
             time.sleep(0.1)
         raise AssertionError(f"{ns}/{name} did not end in {timeout:.0f}s; last status: {last.get('status')}")
 
-    def moves_at(self, secret: str) -> list[tuple[str, float]]:
-        """Applied ACSCurrent moves of ``secret``: (to version, arrival on this machine's monotonic clock)."""
+    def moves_at(self, secret: str, stage: str = "ACSCurrent") -> list[tuple[str, float]]:
+        """Applied moves of ``stage`` of ``secret``: (to version, arrival on this machine's monotonic clock)."""
         return [
             (str(h.get("MoveToVersion")), float(h["at"]))
             for h in self.emulator.calls()["history"]
             if h["action"] == "UpdateSecretVersionStage"
             and h.get("SecretName") == secret
-            and h.get("VersionStage") == "ACSCurrent"
+            and h.get("VersionStage") == stage
             and h.get("code") == "Success"
         ]
 
@@ -525,3 +522,41 @@ def test_an_analysis_with_the_job_provider_rolls_back(gated: Gated, capsys: pyte
     timing = gated.report("analysis", secret, verdict_seen)
     with capsys.disabled():
         print(f"\ngate analysis (job provider) failed -> rolled back: {timing}")
+
+
+def test_a_canary_that_crashes_leaves_acscurrent_untouched(gated: Gated, capsys: pytest.CaptureFixture[str]) -> None:
+    """spec.canary: the canary consumers read ACSCanary (kept on v1 until now); the canary promotion moves
+    it to v2 and restarts them; they crash-loop (the database knows only v1), its gate fails, it moves
+    ACSCanary back to v1 and restarts them healthy. The promotion fails CanaryFailed: ACSCurrent was
+    never moved, its consumers never restarted."""
+    ns = NAMESPACES["canary"]
+    secret = previous_on_v0(gated, f"node/gate-canary-{uuid.uuid4().hex[:6]}")
+    gated.emulator.move(secret, "ACSCanary", "v1", "")
+    database = gated.deploy(ns, (V1,), secret)
+    gated.consumers(ns, "consumer-canary", secret, database, stage="ACSCanary")
+    before = gated.emulator.placement(secret)
+    main = gated.deployment(ns, "consumer")["metadata"]["generation"]
+    spec = promotion(gated, secret, {"consumers": True})
+    spec["canary"] = {
+        "versionStage": "ACSCanary",
+        "restart": [{"kind": "Deployment", "name": "consumer-canary"}],
+        "gate": {"consumers": True, "maxRestarts": 1, "timeout": "3m"},
+    }
+    gated.promotions.create(ns, "rotate", spec)
+    obj, _ = gated.follow(ns, "rotate", timeout=240)
+    succeeded = condition(obj, "Succeeded")
+    assert (obj["status"]["phase"], succeeded["reason"]) == ("Failed", "CanaryFailed"), obj["status"]
+    assert "canary rotate-canary-g1 failed: RolledBack" in succeeded["message"], succeeded["message"]
+    assert "Deployment consumer-canary" in succeeded["message"]
+    assert gated.emulator.placement(secret) == before  # ACSCanary back on v1, ACSCurrent never moved
+    assert gated.emulator.moves_for(secret) == 1  # the set-up's
+    assert gated.deployment(ns, "consumer")["metadata"]["generation"] == main  # never restarted
+    gated.wait_available(ns, "consumer-canary", CONSUMERS, version="v1")
+    child = gated.promotions.get(ns, "rotate-canary-g1")
+    canary_moves = [at for version, at in gated.moves_at(secret, "ACSCanary")]
+    timing = (
+        f"canary moved -> canary rolled back {canary_moves[-1] - canary_moves[-2]:.1f}s "
+        f"(canary verdict: {child['status']['gate']['failedCheck'][:80]})"
+    )
+    with capsys.disabled():
+        print(f"\ngate canary failed, ACSCurrent untouched: {timing}")

@@ -31,7 +31,7 @@ import httpx
 from secretstage import protocol
 from secretstage.domain.gate import Check, Gate, Verdict
 from secretstage.domain.journal import Answer, Journal, ObjectGone, StaleStatus
-from secretstage.domain.promotion import ACS_CURRENT, ACS_PREVIOUS, PromotionRequest
+from secretstage.domain.promotion import ACS_CURRENT, ACS_PREVIOUS, Canary, PromotionRequest
 from secretstage.emulator.state import KmsFault, Store
 from secretstage.kms import Credentials, CredentialsError, KmsApiError, KmsClient, KmsError, KmsTransportError
 from secretstage.kms import StaticProvider as _StaticProvider
@@ -94,6 +94,7 @@ FAULTS_BY_KIND = {
     "status.refresh": ("crash", *EDGE_FAULTS),
     "after-success": AFTER_SUCCESS_FAULTS,
     "gate": GATE_FAULTS,
+    "canary": ("crash", "canary-fail", "foreign", "retry", *EDGE_FAULTS),
     "attempt.end": ("rival", "retry", *EDGE_FAULTS),  # between two attempts of P, and after the last
 }
 # Every KMS behaviour the docs leave open: auto ACSPrevious x label held elsewhere x stale RemoveFromVersion.
@@ -166,7 +167,20 @@ GATED_HOLD = Scenario(
     {},
     "v3",
 )
-GATED_SCENARIOS = [GATED, GATED_HOLD]
+GATED_CANARY = Scenario(
+    "current-gated-with-canary",
+    _request(
+        version_stage=ACS_CURRENT,
+        move_to_version="v2",
+        precondition_current_version="v1",
+        restart=(("Deployment", "api"),),
+        gate=Gate(consumers=True),
+        canary=Canary("ACSCanary", (("Deployment", "api-canary"),), Gate(consumers=True)),
+    ),
+    {},
+    "v3",
+)
+GATED_SCENARIOS = [GATED, GATED_HOLD, GATED_CANARY]
 
 SCENARIOS = [
     Scenario(
@@ -269,6 +283,8 @@ class World:
     rollback_restarts: Counter[tuple[str, int]] = field(default_factory=Counter)  # (uid, generation)
     gate_failed: bool = False  # the consumers fail on the new version from the "gate-fail" point on
     gate_inconclusive: bool = False  # an analysis cannot decide from the "gate-inconclusive" point on
+    canary_failed_at: int | None = None  # the canary promotion failed at this point (a "canary-fail" fault)
+    canary_looks: int = 0
     gate_looks: int = 0
     returned_ids: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # who -> (point, RequestId)
     crashes: dict[str, list[int]] = field(default_factory=dict)
@@ -603,6 +619,7 @@ class World:
             now=self.now,
             after_success=AfterSuccess(self, actor, view.uid, view.generation, request.move_to_version).run,
             gate_checks=GateModel(self, actor).run,
+            canary=CanaryModel(self, actor).run,
             locks=locks,
             key=Q_KEY if promotion == "Q" else P_KEY,
             who=f"{NAMESPACE}/{view.name}",
@@ -797,6 +814,27 @@ class GateModel:
         if self.world.gate_looks == 1:
             return [Check("Deployment", "api", Verdict.PENDING, "Deployment api: rolling out", "0/1")]
         return [Check("Deployment", "api", Verdict.PASSED, f"Deployment api: 1/1 pods ready on {version}", "1/1")]
+
+
+class CanaryModel:
+    """The canary promotion as the parent sees it: still running at the first look, Succeeded after,
+    unless a "canary-fail" fault made it fail (its own gate failed and it moved its label back; its
+    moves are its own protocol's, explored as a promotion of its own)."""
+
+    def __init__(self, world: World, actor: str) -> None:
+        self.world, self.actor = world, actor
+
+    async def run(self) -> Check:
+        fault = await self.world.point("canary", self.actor)
+        if fault == "canary-fail" and self.world.canary_failed_at is None:
+            self.world.canary_failed_at = len(self.world.points) - 1
+        self.world.canary_looks += 1
+        name = "P-canary-g1"
+        if self.world.canary_failed_at is not None:
+            return Check("SecretStagePromotion", name, Verdict.FAILED, f"canary {name} failed: RolledBack: crash loop")
+        if self.world.canary_looks == 1:
+            return Check("SecretStagePromotion", name, Verdict.PENDING, f"canary {name}: Verifying")
+        return Check("SecretStagePromotion", name, Verdict.PASSED, f"canary {name}: Verified")
 
 
 def merge(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -1109,6 +1147,24 @@ def _check_gated(world: World, scenario: Scenario) -> None:
                 f"a rollback over a foreign move, on a KMS that checks: {where}"
             )
             assert foreign, where
+    # Moves of generations whose spec has the canary (an edit or a re-create asks for v3 without one).
+    canaried = [
+        m
+        for m in applied
+        if m.who == "P"
+        and m.stage == stage
+        and ((m.generation == 1 and m.uid == "uid-P") or (world.edge is not None and world.edge[0] == "retry"))
+    ]
+    if world.canary_failed_at is not None:
+        # ACSCurrent never moves once the canary failed (whatever retries came), and when no earlier
+        # move of it had landed the promotion says CanaryFailed.
+        later_moves = [m for m in canaried if m.point > world.canary_failed_at]
+        assert not later_moves, f"the stage moved after its canary failed: {where}"
+        if not foreign and world.edge is None and not [m for m in applied if m.who == "P" and m.stage == stage]:
+            assert (phase, reason) == ("Failed", "CanaryFailed"), f"the canary failed: {where}"
+        return
+    if request.canary is not None:
+        assert not canaried or world.canary_looks >= 2, f"the stage moved before its canary passed: {where}"
     if world.edge is not None and world.edge[0] in ("edit", "recreate", "delete", "hand-edit"):
         return  # what the new spec does, and that nothing of the old one acts after it, is checked above
     assert obj is not None, where

@@ -37,6 +37,7 @@ PAIR_FAULTS = (
     "edit",
     "recreate",
     "gate-fail",
+    "canary-fail",
     "retry",
 )
 PAIR_MODES = MODES

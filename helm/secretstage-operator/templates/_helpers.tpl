@@ -120,6 +120,10 @@ in the unbound ClusterRole <fullname>-tenant that a namespace's admins bind to t
 - apiGroups: ["argoproj.io"]
   resources: ["analysisruns"]
   verbs: ["get", "create"]
+# spec.canary: the canary promotion, owned by the one that asks for it
+- apiGroups: ["secretstage.io"]
+  resources: ["secretstagepromotions"]
+  verbs: ["create"]
 {{- end }}
 {{- end }}
 

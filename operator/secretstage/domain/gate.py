@@ -229,6 +229,24 @@ def missing_args(templates: Sequence[Mapping[str, Any]], given: Sequence[tuple[s
     return missing
 
 
+def canary_check(name: str, child: Mapping[str, Any]) -> Check:
+    """A canary promotion's verdict: Succeeded passes; Failed fails (its reason and message say why:
+    RolledBack, GateFailed, ...); anything else, or a status of an older generation, is pending."""
+    status = child.get("status") or {}
+    generation = (child.get("metadata") or {}).get("generation")
+    said = next(
+        (c for c in status.get("conditions") or [] if isinstance(c, Mapping) and c.get("type") == "Succeeded"), {}
+    )
+    detail = f"{said.get('reason')}: {said.get('message')}" if said else "not handled yet"
+    if status.get("observedGeneration") != generation or status.get("phase") not in ("Succeeded", "Failed"):
+        return Check(
+            "SecretStagePromotion", name, Verdict.PENDING, f"canary {name}: {status.get('phase') or 'new'}, {detail}"
+        )
+    if status["phase"] == "Succeeded":
+        return Check("SecretStagePromotion", name, Verdict.PASSED, f"canary {name}: {detail}")
+    return Check("SecretStagePromotion", name, Verdict.FAILED, f"canary {name} failed: {detail}")
+
+
 def analysis_check(name: str, run: Mapping[str, Any] | None) -> Check:
     """An AnalysisRun's verdict by its phase: Successful passes; Failed and Error fail; Inconclusive holds."""
     if run is None:

@@ -64,6 +64,7 @@ class PromotionRequest:
     refresh_external_secrets: tuple[str, ...] = ()
     after_success_when: str = "Moved"  # Moved: only when this generation moved the stage; Always: also when in place
     gate: Gate | None = None  # prove the consumers work on the new version, or undo the move (domain.gate)
+    canary: Canary | None = None  # first the canary stage, its own gate, then this stage
 
     @property
     def secret_region(self) -> str | None:
@@ -205,6 +206,7 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
                 "spec.gate", "needs spec.moveToVersion: a gate proves a version and can move the stage back from it"
             )
         )
+    canary = _canary(spec.get("canary"), stage, move_to, problems)
     if problems:
         raise InvalidPromotion(problems)
     assert secret_name is not None
@@ -227,7 +229,71 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
         refresh_external_secrets=refresh,
         after_success_when=str(when),
         gate=gate,
+        canary=canary,
     )
+
+
+@dataclass(frozen=True)
+class Canary:
+    """``spec.canary``: the canary stage is moved to the same version and gated first (a promotion of
+    its own, created by the operator); this promotion's stage moves only when the canary passed."""
+
+    version_stage: str
+    restart: tuple[tuple[str, str], ...]
+    gate: Gate
+
+
+def _canary(raw: Any, stage: str | None, move_to: str | None, problems: list[Problem]) -> Canary | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) - {"versionStage", "restart", "gate"}:
+        problems.append(Problem("spec.canary", "takes versionStage, restart and gate"))
+        return None
+    canary_stage = raw.get("versionStage")
+    if not (isinstance(canary_stage, str) and re.fullmatch(STAGE, canary_stage)):
+        problems.append(Problem("spec.canary.versionStage", "must be a stage label, e.g. ACSCanary"))
+        return None
+    if canary_stage in (ACS_CURRENT, ACS_PREVIOUS) or canary_stage == stage:
+        problems.append(
+            Problem("spec.canary.versionStage", f"must be a label of its own (not {canary_stage}), e.g. ACSCanary")
+        )
+    if not move_to:
+        problems.append(Problem("spec.canary", "needs spec.moveToVersion: the canary moves its label to that version"))
+    restart_problems: list[Problem] = []
+    restart, _ = _after_success({"restart": raw.get("restart") or []}, restart_problems)
+    problems.extend(Problem(p.field.replace("spec.afterSuccess", "spec.canary"), p.message) for p in restart_problems)
+    gate_problems: list[tuple[str, str]] = []
+    gate = parse_gate(raw.get("gate"), restart=restart, problems=gate_problems)
+    problems.extend(
+        Problem(field.replace("spec.gate", "spec.canary.gate"), message) for field, message in gate_problems
+    )
+    if gate is None and "gate" not in raw:
+        problems.append(Problem("spec.canary.gate", "is needed: the canary is there to be checked"))
+    if gate is None:
+        return None
+    return Canary(canary_stage, restart, gate)
+
+
+# What a canary promotion keeps of its parent's spec: where the secret is and who may act on it.
+CANARY_INHERITS = ("secretName", "regionId", "endpoint", "signature", "credentials", "moveToVersion", "verify")
+
+
+def canary_name(parent: str, generation: int) -> str:
+    """The canary promotion of one generation of a parent (a new generation runs its own canary)."""
+    suffix = f"-canary-g{generation}"
+    return parent[: 63 - len(suffix)].rstrip("-.") + suffix
+
+
+def canary_spec(parent_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec of the canary promotion: the canary label to the parent's version, its consumers
+    restarted and gated (a failed canary gate moves the label back, or holds, as its gate says)."""
+    canary = parent_spec["canary"]
+    spec = {k: parent_spec[k] for k in CANARY_INHERITS if k in parent_spec}
+    spec["versionStage"] = canary["versionStage"]
+    if canary.get("restart"):
+        spec["afterSuccess"] = {"restart": list(canary["restart"])}
+    spec["gate"] = dict(canary["gate"])
+    return spec
 
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
