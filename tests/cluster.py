@@ -5,6 +5,7 @@ Set SECRETSTAGE_KUBECONFIG to run against an existing cluster (kind, k3d, ACK) i
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from kubernetes import client as k8s
@@ -90,6 +92,31 @@ class Cluster:
         path.write_text(json.dumps(kubeconfig))
         path.chmod(0o600)
         return str(path)
+
+    def as_pod(self, namespace: str, service_account: str, workdir: Path) -> tuple[list[str], dict[str, str]]:
+        """A command prefix and environment that run a process as a pod's container sees the cluster:
+        ``KUBERNETES_SERVICE_HOST``/``PORT`` and a ServiceAccount token, CA and namespace at
+        /var/run/secrets/kubernetes.io/serviceaccount (a private tmpfs over /run in a mount namespace of
+        its own: nothing on this machine changes). No KUBECONFIG."""
+        token = self.kubectl("-n", namespace, "create", "token", service_account, "--duration=1h").stdout.strip()
+        raw = json.loads(self.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+        cluster = raw["clusters"][0]["cluster"]
+        secrets = workdir / "serviceaccount"
+        secrets.mkdir(parents=True, exist_ok=True)
+        (secrets / "token").write_text(token)
+        (secrets / "namespace").write_text(namespace)
+        if "certificate-authority-data" in cluster:
+            (secrets / "ca.crt").write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+        else:
+            (secrets / "ca.crt").write_bytes(Path(cluster["certificate-authority"]).read_bytes())
+        server = urlsplit(cluster["server"])
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        env |= {"KUBERNETES_SERVICE_HOST": str(server.hostname), "KUBERNETES_SERVICE_PORT": str(server.port or 443)}
+        mount = (
+            "mount -t tmpfs tmpfs /run && mkdir -p /run/secrets/kubernetes.io/serviceaccount && "
+            f'cp {secrets}/* /run/secrets/kubernetes.io/serviceaccount/ && exec "$@"'
+        )
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "sh"], env
 
 
 def control_plane(*args: str, env: dict[str, str], timeout: float) -> str:

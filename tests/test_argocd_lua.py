@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any
 
 import pytest
 import yaml
 
-from secretstage.domain.rollback import ROLLBACK_LABEL, NotRollbackable, rollback_spec
 from tests import lua_support
 from tests.lua_support import ARGOCD
 
@@ -58,48 +56,6 @@ def test_rollback_action_creates_the_inverse_promotion() -> None:
     assert re.fullmatch(r"db-password-v2-rollback-\d{14}", created["metadata"].pop("name"))
     expected["metadata"].pop("name")
     assert created == expected
-
-
-SUCCEEDED = load("testdata/succeeded.yaml")
-
-
-def _custom_added() -> dict[str, Any]:
-    obj = copy.deepcopy(SUCCEEDED)
-    obj["spec"]["versionStage"] = "Canary"
-    obj["status"]["stagesBefore"] = {"ACSCurrent": "v1"}
-    obj["status"]["stagesAfter"] = {"ACSCurrent": "v1", "Canary": "v2"}
-    return obj
-
-
-def _custom_removed() -> dict[str, Any]:
-    obj = copy.deepcopy(SUCCEEDED)
-    obj["spec"]["versionStage"] = "Canary"
-    del obj["spec"]["moveToVersion"]
-    obj["spec"]["removeFromVersion"] = "v2"
-    obj["status"]["stagesBefore"] = {"ACSCurrent": "v1", "Canary": "v2"}
-    obj["status"]["stagesAfter"] = {"ACSCurrent": "v1"}
-    return obj
-
-
-@pytest.mark.parametrize("obj", [SUCCEEDED, _custom_added(), _custom_removed()], ids=["move", "added", "removed"])
-def test_lua_rollback_matches_python(obj: dict[str, Any]) -> None:
-    created = lua_support.run(ARGOCD / "actions" / "rollback" / "action.lua", obj)[0]["resource"]
-    assert created["spec"] == rollback_spec(obj["spec"], obj["status"])
-    assert created["metadata"]["labels"] == {ROLLBACK_LABEL: obj["metadata"]["name"]}
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"phase": "Failed"}, "only a Succeeded promotion"),
-        ({"stagesBefore": None}, "stagesBefore was not recorded"),
-        ({"stagesBefore": {"ACSCurrent": "v2"}}, "did not move"),
-    ],
-)
-def test_not_rollbackable(change: dict[str, Any], message: str) -> None:
-    status = {**SUCCEEDED["status"], **change}
-    with pytest.raises(NotRollbackable, match=message):
-        rollback_spec(SUCCEEDED["spec"], status)
 
 
 def test_sandbox_has_no_string_library() -> None:

@@ -135,6 +135,7 @@ def test_kms_error_exit_1(emulator_url: str, secret: str) -> None:
             "--move-to-version",
         ),
         (["versions", "s", "--endpoint", "ftp://x"], True, "--endpoint"),
+        (["versions", "s", "--endpoint", "https://kst-a1.cryptoservice.kms.aliyuncs.com"], True, "dedicated gateway"),
         (["versions", "s", "--region", "cn-hangzhou", "--signature", "HMAC-MD5"], True, "--signature"),
         (["versions", "s", "--region", "Not A Region"], True, "regionId"),
         (["versions", "s", "--region", "cn-hangzhou"], False, "ALIBABA_CLOUD_ACCESS_KEY_ID"),
@@ -146,3 +147,59 @@ def test_bad_usage_exit_2(args: list[str], creds: bool, needle: str) -> None:
     result = run(*args, creds=creds)
     assert result.returncode == 2, result
     assert needle in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--log-level", "DEBUG", "--log-format", "json", "versions", "x"],
+        ["versions", "x", "--log-level", "DEBUG", "--log-format", "json"],  # after the command: extraArgs
+        ["versions", "x"],  # from SECRETSTAGE_LOG_LEVEL / _FORMAT
+    ],
+    ids=["before", "after", "environment"],
+)
+def test_logging_flags_anywhere_and_from_the_environment(argv: list[str], emulator_url: str) -> None:
+    env = {**os.environ, "SECRETSTAGE_LOG_LEVEL": "DEBUG", "SECRETSTAGE_LOG_FORMAT": "json"}
+    if argv != ["versions", "x"]:
+        env = {k: v for k, v in env.items() if not k.startswith("SECRETSTAGE_LOG_")}
+    env |= {"ALIBABA_CLOUD_ACCESS_KEY_ID": ACCESS_KEY_ID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET}
+    result = subprocess.run(
+        [*CLI, *argv, "--endpoint", emulator_url], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    # a DEBUG record in JSON (httpx logs each request at DEBUG) shows both settings took effect
+    debug = [line for line in result.stderr.splitlines() if line.startswith("{") and '"level": "debug"' in line]
+    assert debug, result.stderr
+    assert ACCESS_KEY_SECRET not in result.stderr
+
+
+def test_the_flag_wins_over_the_environment_and_a_bad_variable_is_named() -> None:
+    env = {**os.environ, "SECRETSTAGE_LOG_LEVEL": "LOUD"}
+    bad = subprocess.run([*CLI, "versions", "x"], capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert bad.returncode == 2
+    assert "SECRETSTAGE_LOG_LEVEL='LOUD' is not one of DEBUG, INFO, WARNING, ERROR" in bad.stderr
+    ok = subprocess.run(
+        [*CLI, "versions", "x", "--log-level", "ERROR", "--region", "cn-hangzhou"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in env.items() if not k.startswith("ALIBABA_CLOUD_")},
+        timeout=60,
+        check=False,
+    )
+    assert "SECRETSTAGE_LOG_LEVEL" not in ok.stderr  # the flag was given; the bad variable is not read
+    assert "ALIBABA_CLOUD_ACCESS_KEY_ID" in ok.stderr
+
+
+def test_kubectl_plugin_names_itself_as_kubectl_does() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from secretstage.cli import kubectl_main; sys.argv[0] = 'x'; kubectl_main()",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: kubectl secretstage")

@@ -46,9 +46,19 @@ def test_env_and_flags() -> None:
         ({"kms_endpoint_template": "https://{region}.example"}, {}, "the only one is {regionId}"),
         ({"kms_endpoint_template": "kms-vpc.{regionId}.aliyuncs.com"}, {}, "is not a URL"),
         (
-            {"kms_endpoint_template": "https://kst-hzz6.cryptoservice.kms.aliyuncs.com"},
+            {"kms_endpoint_template": "https://kms.private.example.com"},
             {},
             "do not pass the endpoint allow-list; add a pattern",
+        ),
+        (
+            {"kms_endpoint_template": "https://kst-hzz6.cryptoservice.kms.aliyuncs.com"},
+            {},
+            "is a KMS instance's dedicated gateway, which serves cryptographic operations and GetSecretValue only",
+        ),
+        (
+            {},
+            {"SECRETSTAGE_KMS_ENDPOINT_TEMPLATE": "https://kst-hzz6.CryptoService.kms.aliyuncs.com."},
+            "vpc (https://kms-vpc.<region>.aliyuncs.com)",
         ),
         ({}, {"SECRETSTAGE_DEFAULT_REGION": "oss-cn-hangzhou"}, "--default-region / SECRETSTAGE_DEFAULT_REGION"),
         ({"operator_service_account": "secretstage-operator"}, {}, "is not NAMESPACE/NAME"),
@@ -69,9 +79,9 @@ def test_bad_settings_name_the_flag(cli: dict[str, object], env: dict[str, str],
         ("VPC", [], "https://kms-vpc.cn-hangzhou.aliyuncs.com"),
         ("https://kms-vpc.{regionId}.aliyuncs.com", [], "https://kms-vpc.cn-hangzhou.aliyuncs.com"),
         (
-            "https://kst-hzz6.cryptoservice.kms.aliyuncs.com",
-            [r"https://kst-hzz6\.cryptoservice\.kms\.aliyuncs\.com"],
-            "https://kst-hzz6.cryptoservice.kms.aliyuncs.com",
+            "https://kms.private.example.com",
+            [r"https://kms\.private\.example\.com"],
+            "https://kms.private.example.com",
         ),
     ],
 )

@@ -16,6 +16,7 @@ import yaml
 from tests.support import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
 def test_hadolint_is_clean() -> None:
@@ -103,4 +104,59 @@ def test_wheel_installs_into_a_fresh_venv_and_the_entrypoint_starts(tmp_path: Pa
     version = subprocess.run(
         [str(venv / "bin/secretstage"), "--version"], capture_output=True, text=True, env=env, cwd=tmp_path, check=True
     )
-    assert version.stdout.strip() == "secretstage 0.1.0"
+    assert version.stdout.strip() == f"secretstage {VERSION}"
+    # pipx install puts kubectl-secretstage on PATH as well: kubectl finds it as the plugin
+    plugin = subprocess.run(
+        [str(venv / "bin/kubectl-secretstage"), "status", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert plugin.returncode == 0, plugin.stderr
+    assert plugin.stdout.startswith("usage: kubectl secretstage status")
+
+
+def test_krew_manifest_names_every_platform_and_the_archive() -> None:
+    manifest = yaml.safe_load(
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "hack/kubectl_plugin.py"),
+                "manifest",
+                VERSION,
+                "https://x/p.tar.gz",
+                "ab" * 32,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert manifest["apiVersion"] == "krew.googlecontainertools.github.com/v1alpha2"
+    assert manifest["metadata"]["name"] == "secretstage"  # kubectl secretstage
+    assert manifest["spec"]["version"] == f"v{VERSION}"
+    platforms = manifest["spec"]["platforms"]
+    assert {(p["selector"]["matchLabels"]["os"], p["selector"]["matchLabels"]["arch"]) for p in platforms} == {
+        ("linux", "amd64"),
+        ("linux", "arm64"),
+        ("darwin", "amd64"),
+        ("darwin", "arm64"),
+    }
+    assert {(p["uri"], p["sha256"], p["bin"]) for p in platforms} == {
+        ("https://x/p.tar.gz", "ab" * 32, "kubectl-secretstage")
+    }
+
+
+def test_versions_agree_everywhere() -> None:
+    # the release workflow runs the same check on the tag (hack/version.py --check vX.Y.Z)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "hack/version.py"), "--check", f"v{VERSION}"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    wrong = subprocess.run(
+        [sys.executable, str(ROOT / "hack/version.py"), "--check", "v9.9.9"], capture_output=True, text=True
+    )
+    assert wrong.returncode == 1
+    assert "Chart.yaml version is not 9.9.9" in wrong.stderr

@@ -1,7 +1,9 @@
-"""The ``secretstage`` command: promote, versions, emulator, run.
+"""The ``secretstage`` command (also installed as the kubectl plugin ``kubectl-secretstage``).
 
-Results go to stdout; progress, logs and errors to stderr. Nothing secret is ever printed.
-Exit codes: 0 success, 1 KMS said no (or could not be reached), 2 bad usage or configuration.
+KMS: promote, versions. Promotions in the cluster: status, check, rollback, retry. Servers: run
+(the operator), emulator. Results go to stdout; progress, logs and errors to stderr. Nothing secret
+is ever printed. Exit codes: 0 success, 1 KMS or the cluster said no (or could not be reached),
+2 bad usage or configuration.
 """
 
 from __future__ import annotations
@@ -48,14 +50,38 @@ def _add_kms_target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS", help="read timeout per attempt")
 
 
-def build_parser() -> argparse.ArgumentParser:
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+ENV_LOG_LEVEL = "SECRETSTAGE_LOG_LEVEL"
+ENV_LOG_FORMAT = "SECRETSTAGE_LOG_FORMAT"
+
+
+def _logging_flags(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """Accepted before the command and after it (``secretstage run --log-level DEBUG``, as a chart's
+    extraArgs put it). Not given anywhere, the value stays None and the variable or default applies;
+    the subcommand's copies have no default at all, so they only override when given."""
+    unset = None if top else argparse.SUPPRESS
+    p.add_argument("--log-level", choices=LOG_LEVELS, default=unset, help=f"default INFO (env {ENV_LOG_LEVEL})")
+    p.add_argument(
+        "--log-format", choices=LOG_FORMATS, default=unset, help=f"text (default) or json (env {ENV_LOG_FORMAT})"
+    )
+
+
+class _SubcommandsWithLoggingFlags(argparse._SubParsersAction):  # type: ignore[type-arg]
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = super().add_parser(name, **kwargs)
+        _logging_flags(parser, top=False)
+        return parser
+
+
+def build_parser(prog: str = "secretstage") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="secretstage",
+        prog=prog,
         description="Promote Alibaba Cloud KMS secret version stages; run the operator or a local KMS emulator.",
     )
     parser.add_argument("--version", action="version", version=f"secretstage {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    _logging_flags(parser, top=True)
+    parser.register("action", "parsers", _SubcommandsWithLoggingFlags)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     promote = sub.add_parser(
@@ -146,16 +172,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="create a promotion that moves a stage back to where a succeeded promotion found it",
         description="Reads the SecretStagePromotion NAME, and creates a new one that moves its stage back to the "
         "version status.stagesBefore recorded, guarded by a precondition on where the stage is now. "
-        "Uses the current kube config (KUBECONFIG).",
+        "In a pod it uses the pod's ServiceAccount, elsewhere the kube config (KUBECONFIG).",
     )
     rollback.add_argument("name", metavar="NAME", help="the SecretStagePromotion to undo")
-    rollback.add_argument("-n", "--namespace", help="its namespace (default: the kube config's)")
+    rollback.add_argument("-n", "--namespace", help="its namespace (default: the pod's, or the kube config's)")
     rollback.add_argument("--new-name", metavar="NAME", help="name of the new promotion (default NAME-rollback-TIME)")
     rollback.add_argument("--print", action="store_true", help="print the new promotion as YAML instead of creating it")
 
     retry = sub.add_parser("retry", help="run a Failed promotion again (bumps spec.retry: a new generation)")
     retry.add_argument("name", metavar="NAME", help="the SecretStagePromotion to retry")
-    retry.add_argument("-n", "--namespace", help="its namespace (default: the kube config's)")
+    retry.add_argument("-n", "--namespace", help="its namespace (default: the pod's, or the kube config's)")
+
+    status = sub.add_parser(
+        "status",
+        help="show a promotion's outcome (or list the namespace's promotions)",
+        description="Prints what the operator wrote: phase, reason and message, the plan, the RequestId, where "
+        "the stage was before and after, the gate's verdict. Without NAME, one line per promotion in the "
+        "namespace. Exits 1 when the promotion does not exist.",
+    )
+    status.add_argument("name", metavar="NAME", nargs="?", help="the SecretStagePromotion (default: list them all)")
+    status.add_argument("-n", "--namespace", help="its namespace (default: the pod's, or the kube config's)")
+    status.add_argument("-o", "--output", choices=["text", "json"], default="text", help="text (default) or json")
 
     check = sub.add_parser(
         "check",
@@ -191,9 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "secretstage") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
+    for flag, variable, choices, default in (
+        ("log_level", ENV_LOG_LEVEL, LOG_LEVELS, "INFO"),
+        ("log_format", ENV_LOG_FORMAT, LOG_FORMATS, "text"),
+    ):
+        if getattr(args, flag) is None:  # the flag wins over the variable, which wins over the default
+            value = os.environ.get(variable) or default
+            if value not in choices:
+                _usage_error(parser, f"{variable}={value!r} is not one of {', '.join(choices)}")
+            setattr(args, flag, value)
     logs.setup(args.log_level, args.log_format)
     if args.command == "emulator":
         return _emulator(parser, args)
@@ -203,9 +249,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(parser, args)
     if args.command == "check":
         return _check(args)
-    if args.command in ("rollback", "retry"):
+    if args.command in ("rollback", "retry", "status"):
         return _promotion_command(args)
     return asyncio.run(_kms_command(parser, args))
+
+
+def kubectl_main() -> NoReturn:
+    """``kubectl secretstage ...``: kubectl runs ``kubectl-secretstage`` from PATH (pipx or krew put it
+    there). Exits itself: the krew archive's zip application calls it without ``sys.exit``."""
+    sys.exit(main(prog="kubectl secretstage"))
 
 
 def _emulator(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -343,6 +395,29 @@ async def _kms_command(parser: argparse.ArgumentParser, args: argparse.Namespace
     return 0
 
 
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def _kube_namespace(requested: str | None) -> str:
+    """Load the Kubernetes configuration as kubectl would in a pod or on a laptop, and return the
+    namespace to use: ``-n``, else the pod's own, else the kube config context's, else ``default``.
+    Raises ConfigException or OSError when there is none."""
+    from kubernetes import config as k8s_config
+
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        # In a pod (an Argo Workflows step, a helm test): its ServiceAccount, as kubectl there would.
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        if requested:
+            return requested
+        with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as f:
+            return f.read().strip()
+    k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+    if requested:
+        return requested
+    _, active = k8s_config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+    return str(active["context"].get("namespace") or "default")
+
+
 def _promotion_command(args: argparse.Namespace) -> int:
     import time
 
@@ -355,17 +430,24 @@ def _promotion_command(args: argparse.Namespace) -> int:
 
     group, version, plural = "secretstage.io", "v1alpha1", "secretstagepromotions"
     try:
-        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
-        _, active = k8s_config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
-        namespace = args.namespace or active["context"].get("namespace", "default")
-    except k8s_config.ConfigException as exc:
-        print(f"error: no usable kube config: {exc}", file=sys.stderr)
+        namespace = _kube_namespace(args.namespace)
+    except (k8s_config.ConfigException, OSError) as exc:
+        print(f"error: no usable Kubernetes configuration (in-cluster or KUBECONFIG): {exc}", file=sys.stderr)
         return EXIT_USAGE
     api = k8s.CustomObjectsApi()
     try:
+        if args.command == "status" and not args.name:
+            listing: dict[str, Any] = api.list_namespaced_custom_object(  # type: ignore[assignment]
+                group, version, namespace, plural
+            )
+            _print_promotions(listing.get("items") or [], namespace, as_json=args.output == "json")
+            return 0
         obj: dict[str, Any] = api.get_namespaced_custom_object(  # type: ignore[assignment]
             group, version, namespace, plural, args.name
         )
+        if args.command == "status":
+            _print_status(obj, as_json=args.output == "json")
+            return 0
         if args.command == "retry":
             if (obj.get("status") or {}).get("phase") != "Failed":
                 print(
@@ -380,7 +462,7 @@ def _promotion_command(args: argparse.Namespace) -> int:
             )
             print(f"{namespace}/{args.name}: spec.retry={bumped}; the operator runs it again")
             return 0
-        spec = rollback_spec(obj["spec"], obj.get("status") or {})
+        spec = rollback_spec(obj)
         name = args.new_name or f"{args.name}-rollback-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
         new = {
             "apiVersion": f"{group}/{version}",
@@ -400,8 +482,78 @@ def _promotion_command(args: argparse.Namespace) -> int:
         print(f"error: {namespace}/{args.name}: {exc}", file=sys.stderr)
         return EXIT_KMS_ERROR
     except ApiException as exc:
-        print(f"error: Kubernetes API: HTTP {exc.status} {exc.reason}", file=sys.stderr)
+        if exc.status == 404 and getattr(args, "name", None):
+            print(f"error: SecretStagePromotion {namespace}/{args.name} not found", file=sys.stderr)
+        else:
+            print(f"error: Kubernetes API: HTTP {exc.status} {exc.reason}", file=sys.stderr)
         return EXIT_KMS_ERROR
+
+
+def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
+
+
+def _print_promotions(items: Sequence[Mapping[str, Any]], namespace: str, *, as_json: bool) -> None:
+    rows = []
+    for obj in items:
+        status = obj.get("status") or {}
+        spec = obj.get("spec") or {}
+        rows.append(
+            {
+                "name": obj["metadata"]["name"],
+                "phase": status.get("phase") or "-",
+                "reason": _condition(status, "Succeeded").get("reason") or "-",
+                "stage": spec.get("versionStage", "-"),
+                "version": spec.get("moveToVersion") or f"-{spec.get('removeFromVersion', '')}",
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print(f"No SecretStagePromotions in namespace {namespace}.")
+        return
+    table = [("NAME", "PHASE", "REASON", "STAGE", "VERSION")] + [tuple(r.values()) for r in rows]
+    widths = [max(len(str(r[i])) for r in table) for i in range(5)]
+    for row in table:
+        print("  ".join(str(col).ljust(w) for col, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_status(obj: Mapping[str, Any], *, as_json: bool) -> None:
+    """What the operator wrote, as a person reads it; status holds nothing secret (only version IDs)."""
+    meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+    if as_json:
+        print(json.dumps({"metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "status": status}))
+        return
+    succeeded = _condition(status, "Succeeded")
+    current = status.get("observedGeneration") == meta.get("generation")
+    lines = [
+        f"Promotion:  {meta['namespace']}/{meta['name']} (generation {meta.get('generation')}"
+        + ("" if current else f"; the status is of generation {status.get('observedGeneration')}")
+        + ")",
+        f"Secret:     {spec.get('secretName')}  {spec.get('versionStage')} -> "
+        + (spec.get("moveToVersion") or f"off {spec.get('removeFromVersion')}"),
+        f"Phase:      {status.get('phase') or '(not processed yet)'}",
+    ]
+    if succeeded:
+        lines.append(f"Reason:     {succeeded.get('reason')}: {succeeded.get('message')}")
+    for label, key in (("Plan", "plan"), ("RequestId", "requestId")):
+        if status.get(key):
+            lines.append(f"{label + ':':<11} {status[key]}")
+    for label, key in (("Before", "stagesBefore"), ("After", "stagesAfter")):
+        if isinstance(status.get(key), Mapping):
+            placed = ", ".join(f"{stage}={version}" for stage, version in sorted(status[key].items()))
+            lines.append(f"{label + ':':<11} {placed or '(no stages)'}")
+    gate = status.get("gate") or {}
+    if gate:
+        lines.append(f"Gate:       {gate.get('verdict') or 'running'} (version {gate.get('version')})")
+    rollback = status.get("rollback") or {}
+    if rollback:
+        lines.append(
+            f"Rollback:   to {rollback.get('toVersion')} ({rollback.get('reason')}); "
+            f"RequestId {rollback.get('requestId') or 'not answered yet'}"
+        )
+    print("\n".join(lines))
 
 
 def _print_versions(secret_name: str, versions: Sequence[Any], *, as_json: bool) -> None:
@@ -428,9 +580,6 @@ def _print_versions(secret_name: str, versions: Sequence[Any], *, as_json: bool)
         print("  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True)).rstrip())
 
 
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-
 def _check(args: argparse.Namespace) -> int:
     import time
     import uuid
@@ -441,18 +590,10 @@ def _check(args: argparse.Namespace) -> int:
 
     group, version, plural = "secretstage.io", "v1alpha1", "secretstagepromotions"
     try:
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
-            with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as f:
-                default_namespace = f.read().strip()
-        else:
-            k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
-            _, active = k8s_config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
-            default_namespace = active["context"].get("namespace", "default")
+        namespace = _kube_namespace(args.namespace)
     except (k8s_config.ConfigException, OSError) as exc:
-        print(f"error: no usable Kubernetes configuration: {exc}", file=sys.stderr)
+        print(f"error: no usable Kubernetes configuration (in-cluster or KUBECONFIG): {exc}", file=sys.stderr)
         return EXIT_USAGE
-    namespace = args.namespace or default_namespace
     name = args.name or f"secretstage-check-{uuid.uuid4().hex[:8]}"
     spec: dict[str, Any] = {
         "secretName": args.secret_name,

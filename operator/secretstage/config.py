@@ -27,7 +27,8 @@ class Settings:
     #: Region used when a promotion sets neither spec.regionId nor spec.endpoint.
     default_region: str | None = None
     #: The endpoint of a promotion that names a region and no spec.endpoint: the public gateway, the VPC
-    #: gateway, or a URL template with {regionId} (a dedicated KMS instance's endpoint needs none).
+    #: gateway, or a URL template with an optional {regionId}. Never a KMS instance's dedicated gateway:
+    #: it serves no management operation.
     kms_endpoint_template: str = PUBLIC_TEMPLATE
     #: Client-side KMS request rate (requests/s) and burst, shared by all promotions.
     kms_rate_limit: float = 10.0

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from secretstage import __version__
 from secretstage.config import ConfigError, Settings, from_sources
+from secretstage.domain.policy import DEFAULT_ENDPOINT_ALLOW
 
 if TYPE_CHECKING:
     from secretstage.reconcile import Runtime
@@ -41,7 +42,7 @@ def add_run_parser(sub: Any) -> None:
         action="append",
         metavar="REGEX",
         help="a regex the whole KMS endpoint URL must match (repeatable; env SECRETSTAGE_ENDPOINT_ALLOW, "
-        r"space-separated); default https://kms(-vpc)?\.[a-z0-9-]+\.aliyuncs\.com. "
+        "space-separated); default: the public and VPC gateways of every region, " + DEFAULT_ENDPOINT_ALLOW[0] + ". "
         "The local emulator must be allowed explicitly, e.g. 'http://127\\.0\\.0\\.1:8079'",
     )
     p.add_argument(
@@ -54,9 +55,10 @@ def add_run_parser(sub: Any) -> None:
         metavar="TEMPLATE",
         help="the KMS endpoint of a promotion that gives spec.regionId (or none: --default-region) and no "
         "spec.endpoint: public (https://kms.{regionId}.aliyuncs.com, the default), vpc "
-        "(https://kms-vpc.{regionId}.aliyuncs.com, for clusters without internet egress), or a URL template, "
-        "e.g. a dedicated KMS instance's https://kst-....cryptoservice.kms.aliyuncs.com; it must pass "
-        "--endpoint-allow (env SECRETSTAGE_KMS_ENDPOINT_TEMPLATE)",
+        "(https://kms-vpc.{regionId}.aliyuncs.com, for clusters without internet egress), or a URL template "
+        "({regionId} optional); it must pass --endpoint-allow. Not a KMS instance's dedicated gateway "
+        "(cryptoservice.kms.aliyuncs.com): it does not serve UpdateSecretVersionStage "
+        "(env SECRETSTAGE_KMS_ENDPOINT_TEMPLATE)",
     )
     p.add_argument(
         "--kms-rate-limit",

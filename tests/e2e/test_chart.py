@@ -115,13 +115,37 @@ def test_rendered_manifests_pass_server_side_dry_run(
     assert {"Deployment", "ServiceAccount", "CustomResourceDefinition"} <= kinds
 
 
+def test_extra_args_reach_the_parser_the_image_runs(cluster: Cluster) -> None:
+    """`operator.extraArgs` go after `run`; the logging flags among them are accepted there (they once
+    crash-looped the pod with "unrecognized arguments"), and win over the chart's logLevel."""
+    from secretstage.cli import build_parser
+
+    by_kind = {
+        d["kind"]: d
+        for d in render(
+            cluster,
+            "--set",
+            "operator.logFormat=json",
+            "--set-json",
+            'operator.extraArgs=["--log-level=DEBUG","--kms-max-attempts=5"]',
+        )
+    }
+    container = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SECRETSTAGE_LOG_FORMAT"] == "json"
+    assert env["SECRETSTAGE_LOG_LEVEL"] == "INFO"
+    args = build_parser().parse_args(container["args"])
+    assert (args.command, args.log_level, args.kms_max_attempts) == ("run", "DEBUG", 5)
+
+
 def test_rendering_choices(cluster: Cluster) -> None:
     by_kind = {(d["kind"], d["metadata"]["name"]): d for d in render(cluster)}
     deployment = by_kind[("Deployment", "r-secretstage-operator")]
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "ghcr.io/secretstage/secretstage-operator:0.1.0"
+    app_version = yaml.safe_load((ROOT / "helm/secretstage-operator/Chart.yaml").read_text())["appVersion"]
+    assert container["image"] == f"ghcr.io/secretstage/secretstage-operator:{app_version}"
     crd = by_kind[("CustomResourceDefinition", "secretstagepromotions.secretstage.io")]
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     source = yaml.safe_load((ROOT / "crds" / "secretstagepromotions.secretstage.io.yaml").read_text())

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,6 +269,150 @@ def test_rollback_and_retry_commands(
     done = promotions.wait_phase(ns, "early", "Succeeded", generation=2)
     assert done["spec"]["retry"] == 1
     assert wait_for(lambda: emulator.holder(missing, "ACSCurrent"), lambda h: h == "v2", timeout=10, what="v2")
+
+
+def test_cli_in_a_pod_with_a_service_account(
+    cluster: Cluster,
+    example_operator: OperatorProcess,
+    emulator: EmulatorProcess,
+    promotions: Promotions,
+    ns: str,
+    tmp_path: Path,
+) -> None:
+    """An Argo Workflows step runs `secretstage status` and `rollback` in a pod: no kube config, only
+    the pod's ServiceAccount token (in-cluster configuration), with the Role docs/getting-started.md
+    gives it. The same commands, run as a ServiceAccount without that Role, are refused by RBAC."""
+    cluster.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "promotion-operator", "namespace": ns},
+            "rules": [
+                {
+                    "apiGroups": ["secretstage.io"],
+                    "resources": ["secretstagepromotions"],
+                    "verbs": ["get", "list", "watch", "create", "patch"],
+                }
+            ],
+        }
+    )
+    for account in ("workflow-step", "nobody"):
+        cluster.kubectl("-n", ns, "create", "serviceaccount", account)
+    cluster.kubectl(
+        "-n",
+        ns,
+        "create",
+        "rolebinding",
+        "workflow-step",
+        "--role=promotion-operator",
+        f"--serviceaccount={ns}:workflow-step",
+    )
+    secret = emulator.seed(f"ex/{uuid.uuid4().hex[:6]}", "v1", "v2")
+    promotions.create(
+        ns,
+        "go-live",
+        {
+            "secretName": secret,
+            "versionStage": "ACSCurrent",
+            "moveToVersion": "v2",
+            "endpoint": emulator.url,
+            "credentials": {"secretRef": {"name": "kms-credentials"}},
+        },
+    )
+    promotions.wait_phase(ns, "go-live", "Succeeded")
+    prefix, env = cluster.as_pod(ns, "workflow-step", tmp_path / "step")
+    cmd = [*prefix, sys.executable, "-m", "secretstage.cli"]
+
+    def in_pod(*args: str, env: dict[str, str] = env) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=60, check=False)
+
+    status = in_pod("status", "go-live")  # the namespace comes from the pod's ServiceAccount
+    assert status.returncode == 0, status.stderr
+    assert f"Promotion:  {ns}/go-live" in status.stdout
+    assert "Reason:     Promoted" in status.stdout
+    assert "Before:     ACSCurrent=v1" in status.stdout
+    listed = in_pod("status", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [row["name"] for row in json.loads(listed.stdout)] == ["go-live"]
+    missing = in_pod("status", "no-such")
+    assert missing.returncode == 1
+    assert f"SecretStagePromotion {ns}/no-such not found" in missing.stderr
+
+    undo = in_pod("rollback", "go-live", "--new-name", "undo")
+    assert undo.returncode == 0, undo.stderr
+    promotions.wait_phase(ns, "undo", "Succeeded")
+    assert emulator.holder(secret, "ACSCurrent") == "v1"
+    refused = in_pod("rollback", "undo-of-nothing")
+    assert refused.returncode == 1
+
+    nobody_prefix, nobody_env = cluster.as_pod(ns, "nobody", tmp_path / "nobody")
+    forbidden = subprocess.run(
+        [*nobody_prefix, sys.executable, "-m", "secretstage.cli", "rollback", "go-live"],
+        capture_output=True,
+        text=True,
+        env=nobody_env,
+        timeout=60,
+        check=False,
+    )
+    assert forbidden.returncode == 1
+    assert "HTTP 403" in forbidden.stderr
+
+
+def test_kubectl_plugin_from_the_krew_archive(
+    cluster: Cluster,
+    example_operator: OperatorProcess,
+    emulator: EmulatorProcess,
+    promotions: Promotions,
+    ns: str,
+    tmp_path: Path,
+) -> None:
+    """The archive the release publishes for krew, built from this checkout, unpacked on PATH and run
+    by the real kubectl as `kubectl secretstage` (kubectl's plugin discovery)."""
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dist), str(ROOT)],
+        check=True,
+        timeout=600,
+    )
+    [wheel] = dist.glob("secretstage_operator-*.whl")
+    archive = tmp_path / "kubectl-secretstage.tar.gz"
+    subprocess.run(
+        [sys.executable, str(ROOT / "hack/kubectl_plugin.py"), "build", str(wheel), str(archive)], check=True
+    )
+    plugins = tmp_path / "plugins"
+    with tarfile.open(archive) as tar:
+        tar.extractall(plugins, filter="data")
+    assert sorted(p.name for p in plugins.iterdir()) == ["LICENSE", "kubectl-secretstage"]
+    (plugins / "kubectl-secretstage").chmod(0o755)
+
+    secret = emulator.seed(f"ex/{uuid.uuid4().hex[:6]}", "v1", "v2")
+    promotions.create(
+        ns,
+        "go-live",
+        {
+            "secretName": secret,
+            "versionStage": "ACSCurrent",
+            "moveToVersion": "v2",
+            "endpoint": emulator.url,
+            "credentials": {"secretRef": {"name": "kms-credentials"}},
+        },
+    )
+    promotions.wait_phase(ns, "go-live", "Succeeded")
+    env = {**cli_env(cluster), "PATH": f"{plugins}:{cluster.bin_dir}:/usr/bin:/bin"}  # no venv on PATH
+    env.pop("VIRTUAL_ENV", None)
+    plugin_list = subprocess.run(["kubectl", "plugin", "list"], capture_output=True, text=True, env=env, check=False)
+    assert str(plugins / "kubectl-secretstage") in plugin_list.stdout, plugin_list.stderr
+    shown = subprocess.run(
+        ["kubectl", "secretstage", "status", "go-live", "-n", ns],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "Reason:     Promoted" in shown.stdout
+    assert "After:      ACSCurrent=v2, ACSPrevious=v1" in shown.stdout
 
 
 def test_gated_example_is_admitted(promotions: Promotions, ns: str) -> None:

@@ -25,10 +25,32 @@ VPC_TEMPLATE = "https://kms-vpc.{regionId}.aliyuncs.com"
 ENDPOINT_TEMPLATES = {"public": PUBLIC_TEMPLATE, "vpc": VPC_TEMPLATE}
 
 
+#: A KMS instance's dedicated gateway (``kst-....cryptoservice.kms.aliyuncs.com``). It serves the
+#: cryptographic operations and GetSecretValue only; the management operations the operator calls
+#: (UpdateSecretVersionStage, ListSecretVersionIds) are served by the shared gateways alone.
+_DEDICATED_GATEWAY = re.compile(r"(?:[a-z0-9-]+\.)*cryptoservice\.kms\.aliyuncs\.com\.?")
+
+
+def management_endpoint_problem(url: str) -> str | None:
+    """Why ``url`` cannot serve UpdateSecretVersionStage and ListSecretVersionIds, or None."""
+    host = (urlsplit(url.strip().replace("{regionId}", "cn-hangzhou")).hostname or "").lower()
+    if _DEDICATED_GATEWAY.fullmatch(host):
+        return (
+            f"{host} is a KMS instance's dedicated gateway, which serves cryptographic operations and "
+            "GetSecretValue only; UpdateSecretVersionStage and ListSecretVersionIds go to the shared gateway: "
+            "public (https://kms.<region>.aliyuncs.com) or, without internet egress, vpc "
+            "(https://kms-vpc.<region>.aliyuncs.com)"
+        )
+    return None
+
+
 def endpoint_template(value: str, *, field: str = "endpoint template") -> str:
-    """``public``, ``vpc``, or a URL with an optional ``{regionId}`` placeholder (a dedicated KMS
-    instance endpoint has none: one instance serves every promotion); returned as a URL template."""
+    """``public``, ``vpc``, or a URL with an optional ``{regionId}`` placeholder (a private endpoint
+    or proxy for every region has none); returned as a URL template."""
     template = ENDPOINT_TEMPLATES.get(value.strip().lower(), value.strip())
+    problem = management_endpoint_problem(template)
+    if problem is not None:
+        raise ConfigurationError(f"{field} {value!r}: {problem}")
     unknown = {name for _, name, _, _ in string.Formatter().parse(template) if name} - {"regionId"}
     if unknown:
         raise ConfigurationError(
@@ -56,8 +78,9 @@ def region_of(endpoint: str) -> str | None:
     return match.group(1) if match else None
 
 
-def normalize_endpoint(url: str, *, field: str = "endpoint") -> str:
-    """Check an explicit endpoint URL and return it as ``scheme://host[:port]`` with no path or query."""
+def normalize_endpoint(url: str, *, field: str = "endpoint", management: bool = True) -> str:
+    """Check an explicit endpoint URL and return it as ``scheme://host[:port]`` with no path or query.
+    ``management``: the caller will call management operations there (not only GetSecretValue)."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
@@ -72,6 +95,9 @@ def normalize_endpoint(url: str, *, field: str = "endpoint") -> str:
         port = parts.port
     except ValueError:
         raise ConfigurationError(f"{field} {url!r} has an invalid port") from None
+    problem = management_endpoint_problem(url) if management else None
+    if problem is not None:
+        raise ConfigurationError(f"{field} {url!r}: {problem}")
     host = parts.hostname.lower()
     if ":" in host:
         host = f"[{host}]"
