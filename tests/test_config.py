@@ -62,6 +62,8 @@ def test_env_and_flags() -> None:
         ),
         ({}, {"SECRETSTAGE_DEFAULT_REGION": "oss-cn-hangzhou"}, "--default-region / SECRETSTAGE_DEFAULT_REGION"),
         ({"operator_service_account": "secretstage-operator"}, {}, "is not NAMESPACE/NAME"),
+        ({}, {"SECRETSTAGE_KMS_PROXY": "http://169.254.169.254:80"}, "--kms-proxy / SECRETSTAGE_KMS_PROXY: proxy host"),
+        ({"kms_proxy": "http://u:secret@proxy:3128"}, {}, "use a proxy that authorizes the operator"),
         ({}, {"SECRETSTAGE_ACCEPT_ACK_ROLE_ANNOTATION": "maybe"}, "SECRETSTAGE_ACCEPT_ACK_ROLE_ANNOTATION='maybe'"),
     ],
 )

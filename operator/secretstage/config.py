@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from secretstage.domain.identity import provider_account
-from secretstage.domain.policy import DEFAULT_ENDPOINT_ALLOW, allow_pattern_problem, endpoint_problem
+from secretstage.domain.policy import DEFAULT_ENDPOINT_ALLOW, allow_pattern_problem, endpoint_problem, proxy_problem
 from secretstage.domain.promotion import K8S_NAME
 from secretstage.kms.endpoints import PUBLIC_TEMPLATE, endpoint_template, validate_region
 from secretstage.kms.errors import ConfigurationError
@@ -68,6 +68,9 @@ class Settings:
     workers: int = 20
     #: Extra CA certificates (PEM) trusted for KMS and STS endpoints, besides the public CAs.
     kms_ca_file: str | None = None
+    #: The HTTP proxy KMS and STS requests go through (clusters whose egress is only a proxy). Never
+    #: taken from HTTP(S)_PROXY: those are the pod's, not a decision about where credentials go.
+    kms_proxy: str | None = None
 
 
 ENV_PREFIX = "SECRETSTAGE_"
@@ -184,6 +187,7 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
         else _bool(str(accept_ack or ""), ENV_PREFIX + "ACCEPT_ACK_ROLE_ANNOTATION"),
         operator_service_account=operator_service_account,
         kms_ca_file=str(pick("kms_ca_file", "KMS_CA_FILE") or "") or None,
+        kms_proxy=str(pick("kms_proxy", "KMS_PROXY") or "").strip() or None,
         metrics_port=int(number("metrics_port", "METRICS_PORT", int, defaults.metrics_port, 0)),
         health_port=int(number("health_port", "HEALTH_PORT", int, defaults.health_port, 0)),
         leader_election=election
@@ -219,6 +223,10 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
             f"--kms-ca-file / {ENV_PREFIX}KMS_CA_FILE: {settings.kms_ca_file} is not a file; give a PEM file "
             "of CA certificates"
         )
+    if settings.kms_proxy is not None:
+        problem = proxy_problem(settings.kms_proxy)
+        if problem is not None:
+            raise ConfigError(f"--kms-proxy / {ENV_PREFIX}KMS_PROXY: {problem}")
     if settings.leader_election and not settings.lease_namespace:
         raise ConfigError(
             "--leader-election needs --lease-namespace (env SECRETSTAGE_LEASE_NAMESPACE), "

@@ -167,6 +167,13 @@ def add_run_parser(sub: Any) -> None:
         "private endpoint's or the emulator's (env SECRETSTAGE_KMS_CA_FILE)",
     )
     p.add_argument(
+        "--kms-proxy",
+        metavar="URL",
+        help="send KMS and STS requests through this HTTP proxy (http://HOST:PORT), for clusters whose only "
+        "egress is a proxy; HTTP(S)_PROXY are never used for them. The proxy's addresses are checked as an "
+        "endpoint's; endpoints must still pass --endpoint-allow (env SECRETSTAGE_KMS_PROXY)",
+    )
+    p.add_argument(
         "--kms-max-concurrency",
         type=int,
         metavar="N",
@@ -305,6 +312,7 @@ async def _operate(settings: Settings, api: Any) -> int:
     http = guarded_client(
         verify=verify,
         fence=fence,
+        proxy=settings.kms_proxy,
         timeout=httpx.Timeout(connect=5.0, read=settings.kms_timeout, write=settings.kms_timeout, pool=60.0),
         # one connection per KMS request in flight: the pool never grows past the concurrency cap
         limits=httpx.Limits(

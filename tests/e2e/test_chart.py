@@ -138,6 +138,23 @@ def test_extra_args_reach_the_parser_the_image_runs(cluster: Cluster) -> None:
     assert (args.command, args.log_level, args.kms_max_attempts) == ("run", "DEBUG", 5)
 
 
+def test_kms_proxy_value(cluster: Cluster) -> None:
+    """operator.kmsProxy becomes SECRETSTAGE_KMS_PROXY and, with a NetworkPolicy, an egress port; a
+    proxy URL with a password is refused by the schema (it would sit in the pod spec)."""
+    docs = render(cluster, "--set", "operator.kmsProxy=http://10.0.0.8:3128", "--set", "networkPolicy.enabled=true")
+    by_kind = {d["kind"]: d for d in docs}
+    container = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "SECRETSTAGE_KMS_PROXY", "value": "http://10.0.0.8:3128"} in container["env"]
+    ports = [p["port"] for rule in by_kind["NetworkPolicy"]["spec"]["egress"] for p in rule["ports"]]
+    assert 3128 in ports
+    plain = {d["kind"]: d for d in render(cluster)}
+    plain_env = plain["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "SECRETSTAGE_KMS_PROXY" not in {e["name"] for e in plain_env}
+    refused = cluster.helm("template", "r", CHART, "--set", "operator.kmsProxy=http://u:p@proxy:3128", check=False)
+    assert refused.returncode != 0
+    assert "/operator/kmsProxy" in refused.stderr
+
+
 def test_rendering_choices(cluster: Cluster) -> None:
     by_kind = {(d["kind"], d["metadata"]["name"]): d for d in render(cluster)}
     deployment = by_kind[("Deployment", "r-secretstage-operator")]

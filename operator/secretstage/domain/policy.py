@@ -54,3 +54,29 @@ def endpoint_problem(url: str, allow: Sequence[str]) -> str | None:
             "ask the operator's administrator to allow it"
         )
     return None
+
+
+def proxy_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the operator's egress proxy for KMS and STS, or None.
+
+    The proxy's own addresses are checked again at connect time (``kms.transport``), as an endpoint's
+    are; the endpoint is still checked against the allow-list, and is resolved by the proxy.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not a proxy URL; give it as http://HOST:PORT (e.g. http://10.0.0.8:3128)"
+    if parts.username or parts.password:
+        return (
+            "a user or password in the proxy URL would show in the pod spec and in ps; use a proxy that "
+            "authorizes the operator by its source address"
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return f"{url!r} must have no path, query or fragment"
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port == -1 or port == 0:
+        return f"{url!r} has an invalid port"
+    problem = host_problem(parts.hostname)
+    return f"proxy host {problem}" if problem is not None else None

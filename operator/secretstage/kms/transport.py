@@ -113,10 +113,15 @@ class PolledBackend(httpcore.AsyncNetworkBackend):
 
 
 def transport(
-    network_backend: httpcore.AsyncNetworkBackend, verify: ssl.SSLContext | bool, limits: httpx.Limits
+    network_backend: httpcore.AsyncNetworkBackend,
+    verify: ssl.SSLContext | bool,
+    limits: httpx.Limits,
+    proxy: str | None = None,
 ) -> httpx.AsyncHTTPTransport:
     """An httpx transport on ``network_backend`` (httpx has no switch for it: the pool is rebuilt with
-    the settings httpx derived, TLS context included)."""
+    the settings httpx derived, TLS context included). With ``proxy``, every request goes through that
+    HTTP proxy: https endpoints through a CONNECT tunnel (TLS is still end to end, verified against
+    the endpoint's name), http ones (the emulator) forwarded; the backend connects to the proxy."""
     built = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
     ssl_context = typing.cast(ssl.SSLContext, built._pool._ssl_context)
     built._pool = httpcore.AsyncConnectionPool(
@@ -125,6 +130,7 @@ def transport(
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
         network_backend=network_backend,
+        proxy=httpcore.Proxy(proxy) if proxy else None,
     )
     return built
 
@@ -217,11 +223,14 @@ def guarded_client(
     resolver: Resolver = system_resolver,
     verify: ssl.SSLContext | bool = True,
     fence: Fence | None = None,
+    proxy: str | None = None,
 ) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` whose connections go through ``GuardedBackend``; no redirects."""
+    """An ``httpx.AsyncClient`` whose connections go through ``GuardedBackend``; no redirects; never a
+    proxy from the environment (``HTTPS_PROXY`` is the whole pod's, not a decision about KMS), only
+    ``proxy`` when given, whose addresses the backend checks as it would an endpoint's."""
     backend = GuardedBackend(resolver=resolver, fence=fence)
     return httpx.AsyncClient(
-        transport=transport(backend, verify, limits or httpx.Limits()),
+        transport=transport(backend, verify, limits or httpx.Limits(), proxy),
         timeout=timeout,
         follow_redirects=False,
         trust_env=False,
