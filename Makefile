@@ -11,7 +11,7 @@ help:
 	@echo "make test   - lint + type-check + all tests (builds the test control plane on first run)"
 	@echo "make demo   - control plane + KMS emulator + operator + a sample promotion"
 	@echo "make demo-node - the same as users run it: a real node, the image built here, helm install/test (root)"
-	@echo "make bench  - benchmarks against two yardsticks (raw and same-contract limits) (writes bench/results and docs/benchmarks.md)"
+	@echo "make bench  - benchmarks against two yardsticks (raw and same-contract limits) (writes bench/results and docs/development/benchmarks.md)"
 	@echo "make lint   - ruff, mypy, import contracts"
 	@echo "make lock   - regenerate requirements.lock (the image's pinned, hashed dependencies) from pyproject.toml"
 	@echo "make chart-docs - regenerate the chart README's values table from values.yaml (helm-docs)"

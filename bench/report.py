@@ -1,4 +1,4 @@
-"""docs/benchmarks.md and its plots, from a bench run (bench/run.py)."""
+"""docs/development/benchmarks.md and its plots, from a bench run (bench/run.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ROOT / "docs"
+DOCS = ROOT / "docs" / "development"
 IMAGES = DOCS / "benchmarks"
 
 
@@ -95,7 +95,7 @@ def _backlog(r: dict[str, Any]) -> str:
     flat = (r[f"backlog_{big}_ours_rss_peak_mib"] / r[f"backlog_{small}_ours_rss_peak_mib"] - 1) * 100
     ratios = [r[f"backlog_{n}_ours_drain_vs_limit"] for n in sizes if f"backlog_{n}_ours_drain_vs_limit" in r]
     worst = min(ratios, default=0)
-    return f"""## Memory under a backlog (issue 21)
+    return f"""## Memory under a backlog
 
 Promotions created at once (8 threads) while the operator's KMS rate lets almost none through (0.2
 requests/s): RSS idle, at its peak while they arrive, and once the operator is quiet with all of
@@ -124,7 +124,7 @@ def _gate(r: dict[str, Any]) -> str:
         return f"| {kind} | {r[k + 'k8s_total']} | {r[k + 'kms_total']} | {r[k + 'cpu_ms']} | {r[k + 'seconds']} |"
 
     gated = ", ".join(f"{k} {v}" for k, v in r["gate_gated_k8s"].items())
-    return f"""## What a gate costs (issue 23)
+    return f"""## What a gate costs
 
 A burst of {r["gate_burst"]} promotions gated by one smoke Job each, against {r["gate_burst"]} without a
 gate, one operator each. This plane has no node: the bench marks each Job Complete as soon as it
@@ -349,7 +349,7 @@ revision {r["before_revision"]} (`make bench BENCH_ARGS="--before {r["before_rev
   of attributes (up to half the operator's CPU in a burst). The yardsticks use the same HTTP stack.
 * **Memory with many done promotions**: kopf lists in chunks of 1,000 and its per-object workers
   (each holding the last body it saw) exit 0.5 s after their last event instead of 5 s (0.1 s since
-  issue 21, when they only queue a key).
+  version 0.2.0, when they only queue a key).
 
 """
 
@@ -451,7 +451,7 @@ process of its own that watches the promotions of one namespace and handles each
 Every figure is from the create request to phase Succeeded seen on a watch, on the same control
 plane and KMS emulator. Ratio = ours / yardstick (1.0: no overhead over it).
 
-## Targets (issue 15)
+## Targets
 
 | target | measured | |
 |---|---|---|

@@ -10,7 +10,7 @@ All three are timed the same way, from the create request to phase Succeeded see
 same control plane (kube-apiserver + etcd, with an audit log) and the same KMS emulator (latency 0 and
 50 ms). Costs are counted, not timed: KMS requests by action (the emulator's counters), Kubernetes
 requests by verb and resource (the audit log), CPU of the controller, kube-apiserver and etcd.
-Writes bench/results/latest.json (flat numbers) and docs/benchmarks.md with PNG plots.
+Writes bench/results/latest.json (flat numbers) and docs/development/benchmarks.md with PNG plots.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real one-node cluster on this machine: containerd, kubelet, kube-proxy and kube-scheduler next to
 # the control plane of hack/control-plane.sh. Called by `hack/control-plane.sh up --with-node` and
-# `down`; needs root. Facts behind the settings: ../shared/reference/node.md (and docs/node.md).
+# `down`; needs root. Facts behind the settings: ../shared/reference/node.md (and docs/development/node.md).
 #
 #   hack/node.sh deps           install the Debian packages it needs (once per machine)
 #   hack/node.sh up             start the node against the running control plane in $CP_STATE_DIR

@@ -63,9 +63,11 @@ class EmulatorProcess:
         *extra: str,
         switches: dict[str, Any] | None = None,
         verify: ssl.SSLContext | bool = True,  # with --tls-cert: a context trusting its CA
+        security_token: bool = True,  # False: the key is a plain AccessKey (no SecurityToken), as a RAM user's
     ) -> None:
         self.switches = dict(switches or EMULATOR_MODES["kms-documented"])
         self.verify = verify
+        self.token = E2E_TOKEN if security_token else None
         self.process = Process(
             secretstage_cmd(
                 "emulator", "--port", "0", "--access-key-id", E2E_KEY_ID, *_switch_flags(self.switches), *extra
@@ -73,7 +75,7 @@ class EmulatorProcess:
             workdir / f"emulator-{uuid.uuid4().hex[:6]}.log",
             env={
                 "SECRETSTAGE_EMULATOR_ACCESS_KEY_SECRET": E2E_KEY_SECRET,
-                "SECRETSTAGE_EMULATOR_SECURITY_TOKEN": E2E_TOKEN,
+                **({"SECRETSTAGE_EMULATOR_SECURITY_TOKEN": E2E_TOKEN} if security_token else {}),
             },
         )
         line = self.process.first_line()
@@ -145,7 +147,7 @@ class EmulatorProcess:
         """Create ``name`` with versions; the first is ACSCurrent, the others carry no stage (or ``pending``)."""
 
         async def run() -> None:
-            creds = StaticProvider(Credentials(E2E_KEY_ID, E2E_KEY_SECRET, E2E_TOKEN))
+            creds = StaticProvider(Credentials(E2E_KEY_ID, E2E_KEY_SECRET, self.token))
             async with (
                 httpx.AsyncClient(verify=self.verify, timeout=10) as http,
                 KmsClient(endpoint=self.url, credentials=creds, http=http) as client,
@@ -162,7 +164,7 @@ class EmulatorProcess:
         """One UpdateSecretVersionStage, as another pipeline would make it (test set-up)."""
 
         async def run() -> None:
-            creds = StaticProvider(Credentials(E2E_KEY_ID, E2E_KEY_SECRET, E2E_TOKEN))
+            creds = StaticProvider(Credentials(E2E_KEY_ID, E2E_KEY_SECRET, self.token))
             async with (
                 httpx.AsyncClient(verify=self.verify, timeout=10) as http,
                 KmsClient(endpoint=self.url, credentials=creds, http=http) as client,
@@ -177,7 +179,7 @@ class EmulatorProcess:
         """The secret's ARN, as DescribeSecret gives it."""
 
         async def run() -> str:
-            creds = StaticProvider(Credentials(E2E_KEY_ID, E2E_KEY_SECRET, E2E_TOKEN))
+            creds = StaticProvider(Credentials(E2E_KEY_ID, E2E_KEY_SECRET, self.token))
             async with (
                 httpx.AsyncClient(verify=self.verify, timeout=10) as http,
                 KmsClient(endpoint=self.url, credentials=creds, http=http) as client,

@@ -139,7 +139,7 @@ def test_add_after_is_not_for_a_key_in_work() -> None:
 
 def test_memory_is_keys_only() -> None:
     """A backlog of 10,000 keys: what the queue holds per promotion (the measured curve with the
-    operator is bench/ and docs/benchmarks.md; this only keeps the queue itself small)."""
+    operator is bench/ and docs/development/benchmarks.md; this only keeps the queue itself small)."""
     import tracemalloc
 
     tracemalloc.start()

@@ -15,7 +15,10 @@ from secretstage.domain.gate import RESTARTED_AT, VERSION_ANNOTATION  # the gate
 from secretstage.kubehttp import MERGE_PATCH, KubeCallFailed, KubeHttp, path
 
 FORCE_SYNC = "force-sync"  # the annotation External Secrets Operator re-syncs on
-ESO_GROUP, ESO_VERSION, ESO_PLURAL = "external-secrets.io", "v1", "externalsecrets"
+ESO_GROUP, ESO_PLURAL = "external-secrets.io", "externalsecrets"
+# v1 since External Secrets Operator 0.17; older releases serve only v1beta1. The annotation is the
+# same in both, so the first version the cluster serves is patched.
+ESO_VERSIONS = ("v1", "v1beta1")
 
 
 @dataclass(frozen=True)
@@ -75,12 +78,33 @@ async def restart_workload(
     return failed or FollowUp(kind, name, "Restarted", f"{kind} {namespace}/{name} restarted ({RESTARTED_AT}={now})")
 
 
+async def _served(kube: KubeHttp, namespace: str, version: str) -> bool:
+    """Whether the API server serves ExternalSecrets at ``version`` (its discovery document lists them)."""
+    try:
+        document = await kube.request(namespace, "GET", path("apis", ESO_GROUP, version))
+    except KubeCallFailed:
+        return False
+    except Exception:  # connection errors: let the patch itself report them
+        return True
+    resources = document.get("resources") if isinstance(document, dict) else None
+    return any(isinstance(r, dict) and r.get("name") == ESO_PLURAL for r in resources or [])
+
+
 async def refresh_external_secret(kube: KubeHttp, namespace: str, name: str, stamp: str) -> FollowUp:
     patch = {"metadata": {"annotations": {FORCE_SYNC: stamp}}}
-    url = path("apis", ESO_GROUP, ESO_VERSION, "namespaces", namespace, ESO_PLURAL, name)
-    failed = await _patch(kube, namespace, "ExternalSecret", name, url, patch)
-    return failed or FollowUp(
-        "ExternalSecret", name, "Refreshed", f"ExternalSecret {namespace}/{name} re-sync requested"
+    for version in ESO_VERSIONS:
+        url = path("apis", ESO_GROUP, version, "namespaces", namespace, ESO_PLURAL, name)
+        failed = await _patch(kube, namespace, "ExternalSecret", name, url, patch)
+        if failed is None:
+            return FollowUp("ExternalSecret", name, "Refreshed", f"ExternalSecret {namespace}/{name} re-sync requested")
+        if failed.result != "NotFound" or await _served(kube, namespace, version):
+            return failed  # the object is missing (or another error), not the API version
+    return FollowUp(
+        "ExternalSecret",
+        name,
+        "NotFound",
+        f"the cluster serves no ExternalSecret API ({', '.join(f'{ESO_GROUP}/{v}' for v in ESO_VERSIONS)}): "
+        "is External Secrets Operator installed? Nothing was refreshed",
     )
 
 

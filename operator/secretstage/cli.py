@@ -48,6 +48,13 @@ def _add_kms_target(p: argparse.ArgumentParser) -> None:
         "--max-attempts", type=int, default=5, metavar="N", help="attempts per call for retryable errors (default 5)"
     )
     p.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS", help="read timeout per attempt")
+    p.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        default=os.environ.get("SECRETSTAGE_KMS_CA_FILE"),
+        help="extra CA certificates (PEM) to trust besides the public ones: a private endpoint's or the "
+        "emulator's (env SECRETSTAGE_KMS_CA_FILE)",
+    )
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -353,17 +360,33 @@ async def _kms_command(parser: argparse.ArgumentParser, args: argparse.Namespace
         elif not args.secret_name.strip():
             raise ConfigurationError("NAME is empty; give the secret's name or ARN")
         credentials = default_provider()
+        verify: ssl.SSLContext | bool = True
+        if args.ca_file:
+            import certifi
+
+            verify = ssl.create_default_context(cafile=certifi.where())  # the public CAs, as by default
+            verify.load_verify_locations(cafile=args.ca_file)
     except (ConfigurationError, CredentialsError) as exc:
         _usage_error(parser, str(exc))
+    except (OSError, ssl.SSLError) as exc:
+        _usage_error(parser, f"--ca-file {args.ca_file}: {exc}")
 
+    from secretstage.kms.transport import guarded_client
+
+    timeout = httpx.Timeout(args.timeout, connect=5.0)
+    http = guarded_client(timeout=timeout, verify=verify) if args.ca_file else None
     client = KmsClient(
         endpoint=endpoint,
         credentials=credentials,
         signature=args.signature,
         retry=RetryPolicy(max_attempts=args.max_attempts),
-        timeout=httpx.Timeout(args.timeout, connect=5.0),
+        timeout=timeout,
+        http=http,
     )
-    async with client:
+    async with contextlib.AsyncExitStack() as owned:
+        if http is not None:
+            await owned.enter_async_context(http)  # ours to close: the client closes only its own
+        await owned.enter_async_context(client)
         try:
             if args.command == "promote":
                 log.info(

@@ -22,7 +22,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.enabled = False  # our Events are posted by the workers (kube.post_event)
     # Memory does not grow with the promotions kopf has seen: the initial list comes in chunks (not
     # one response of every object), and kopf's per-object worker, which holds the last body it saw,
-    # exits soon after its last event (docs/benchmarks.md).
+    # exits soon after its last event (docs/development/benchmarks.md).
     settings.watching.chunk_size = 1000
     settings.queueing.idle_timeout = 0.1
     settings.watching.server_timeout = 300

@@ -8,7 +8,7 @@ connection settings the ``kubernetes`` package loaded (in-cluster or kubeconfig)
 
 Calls wait for a connection through a ``FairGate``: a free one goes to the waiting namespace that
 holds the fewest, so one namespace's backlog (500 promotions retrying for ever) costs another at
-most about one call per connection (docs/benchmarks.md, fairness).
+most about one call per connection (docs/development/benchmarks.md, fairness).
 """
 
 from __future__ import annotations

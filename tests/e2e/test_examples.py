@@ -197,6 +197,25 @@ def test_argo_workflow_conditions_match_real_statuses(
     assert outcomes["ok"][2]["status"]["requestId"]  # the output parameter's jsonPath
 
 
+def test_argo_workflow_service_account_may_promote_and_nothing_more(cluster: Cluster, crd: None, ns: str) -> None:
+    """examples/argo-workflows/rbac.yaml as shipped: the workflow's ServiceAccount creates and follows
+    promotions, and reads no Secret; the step's wait is bounded."""
+    cluster.kubectl("-n", ns, "apply", "-f", str(EXAMPLES / "argo-workflows" / "rbac.yaml"))
+    who = f"--as=system:serviceaccount:{ns}:secretstage-promoter"
+
+    def can(verb: str, resource: str) -> bool:
+        answer = cluster.kubectl("-n", ns, "auth", "can-i", verb, resource, who, check=False).stdout.strip()
+        return answer == "yes"
+
+    for verb in ("create", "get", "watch", "patch"):
+        assert can(verb, "secretstagepromotions.secretstage.io"), verb
+    assert not can("get", "secrets")
+    assert not can("delete", "secretstagepromotions.secretstage.io")
+    workflow = yaml.safe_load((EXAMPLES / "argo-workflows" / "workflow.yaml").read_text())
+    assert workflow["spec"]["serviceAccountName"] == "secretstage-promoter"
+    assert workflow["spec"]["templates"][0]["activeDeadlineSeconds"] > 0
+
+
 def test_rollback_and_retry_commands(
     cluster: Cluster, example_operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
 ) -> None:

@@ -5,7 +5,7 @@ failing schedule; the full list takes a few minutes):
     .venv/bin/python -m tests.protocol.mutations [NAME ...]
 
 It copies ``operator/`` to a temporary folder, applies the mutation there, and runs pytest with that
-copy first on the import path; the working tree is never changed. docs/reliability.md lists them.
+copy first on the import path; the working tree is never changed. docs/development/reliability.md lists them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pure signing functions for Alibaba Cloud RPC APIs.
 
-Two algorithms, both accepted by KMS (../docs/kms.md):
+Two algorithms, both accepted by KMS (../docs/development/kms.md):
 
 * ``ACS3-HMAC-SHA256`` ("V3"): canonical request -> SHA-256 -> HMAC-SHA256, sent in the
   ``Authorization`` header. Default, as in Alibaba's current SDKs.
