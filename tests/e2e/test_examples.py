@@ -47,6 +47,21 @@ def cli_env(cluster: Cluster) -> dict[str, str]:
     return {**os.environ, "KUBECONFIG": cluster.kubeconfig, "PATH": f"{cluster.bin_dir}:{os.environ['PATH']}"}
 
 
+def went_live(emulator: EmulatorProcess, promotions: Promotions, ns: str, name: str = "go-live") -> str:
+    """A fresh secret (v1 current, v2 new) and a promotion ``name`` that moved ACSCurrent to v2."""
+    secret = emulator.seed(f"ex/{uuid.uuid4().hex[:6]}", "v1", "v2")
+    spec = {
+        "secretName": secret,
+        "versionStage": "ACSCurrent",
+        "moveToVersion": "v2",
+        "endpoint": emulator.url,
+        "credentials": {"secretRef": {"name": "kms-credentials"}},
+    }
+    promotions.create(ns, name, spec)
+    promotions.wait_phase(ns, name, "Succeeded")
+    return secret
+
+
 def test_kubectl_example_script(
     cluster: Cluster, example_operator: OperatorProcess, emulator: EmulatorProcess, ns: str, tmp_path: Path
 ) -> None:
@@ -219,19 +234,7 @@ def test_argo_workflow_service_account_may_promote_and_nothing_more(cluster: Clu
 def test_rollback_and_retry_commands(
     cluster: Cluster, example_operator: OperatorProcess, emulator: EmulatorProcess, promotions: Promotions, ns: str
 ) -> None:
-    secret = emulator.seed(f"ex/{uuid.uuid4().hex[:6]}", "v1", "v2")
-    promotions.create(
-        ns,
-        "go-live",
-        {
-            "secretName": secret,
-            "versionStage": "ACSCurrent",
-            "moveToVersion": "v2",
-            "endpoint": emulator.url,
-            "credentials": {"secretRef": {"name": "kms-credentials"}},
-        },
-    )
-    promotions.wait_phase(ns, "go-live", "Succeeded")
+    secret = went_live(emulator, promotions, ns)
     cmd = [sys.executable, "-m", "secretstage.cli"]
     out = subprocess.run(
         [*cmd, "rollback", "go-live", "-n", ns, "--new-name", "undo"],
@@ -326,19 +329,7 @@ def test_cli_in_a_pod_with_a_service_account(
         "--role=promotion-operator",
         f"--serviceaccount={ns}:workflow-step",
     )
-    secret = emulator.seed(f"ex/{uuid.uuid4().hex[:6]}", "v1", "v2")
-    promotions.create(
-        ns,
-        "go-live",
-        {
-            "secretName": secret,
-            "versionStage": "ACSCurrent",
-            "moveToVersion": "v2",
-            "endpoint": emulator.url,
-            "credentials": {"secretRef": {"name": "kms-credentials"}},
-        },
-    )
-    promotions.wait_phase(ns, "go-live", "Succeeded")
+    secret = went_live(emulator, promotions, ns)
     prefix, env = cluster.as_pod(ns, "workflow-step", tmp_path / "step")
     cmd = [*prefix, sys.executable, "-m", "secretstage.cli"]
 
@@ -404,19 +395,7 @@ def test_kubectl_plugin_from_the_krew_archive(
     assert sorted(p.name for p in plugins.iterdir()) == ["LICENSE", "kubectl-secretstage"]
     (plugins / "kubectl-secretstage").chmod(0o755)
 
-    secret = emulator.seed(f"ex/{uuid.uuid4().hex[:6]}", "v1", "v2")
-    promotions.create(
-        ns,
-        "go-live",
-        {
-            "secretName": secret,
-            "versionStage": "ACSCurrent",
-            "moveToVersion": "v2",
-            "endpoint": emulator.url,
-            "credentials": {"secretRef": {"name": "kms-credentials"}},
-        },
-    )
-    promotions.wait_phase(ns, "go-live", "Succeeded")
+    went_live(emulator, promotions, ns)
     env = {**cli_env(cluster), "PATH": f"{plugins}:{cluster.bin_dir}:/usr/bin:/bin"}  # no venv on PATH
     env.pop("VIRTUAL_ENV", None)
     plugin_list = subprocess.run(["kubectl", "plugin", "list"], capture_output=True, text=True, env=env, check=False)

@@ -43,7 +43,7 @@ local function rollbackRefusal(metadata, spec, status)
   if previous == nil and (stage == "ACSCurrent" or stage == "ACSPrevious") then
     return stage .. " was on no version before; it cannot be removed"
   end
-  return nil
+  return nil, previous, current  -- rollbackable: the version to go back to, and where the stage is now
 end
 -- END rollback refusal
 

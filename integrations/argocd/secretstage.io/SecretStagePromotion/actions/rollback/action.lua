@@ -43,24 +43,15 @@ local function rollbackRefusal(metadata, spec, status)
   if previous == nil and (stage == "ACSCurrent" or stage == "ACSPrevious") then
     return stage .. " was on no version before; it cannot be removed"
   end
-  return nil
+  return nil, previous, current  -- rollbackable: the version to go back to, and where the stage is now
 end
 -- END rollback refusal
 
 local spec = obj.spec
 local status = obj.status or {}
-local refusal = rollbackRefusal(obj.metadata or {}, spec, status)
+local refusal, previous, current = rollbackRefusal(obj.metadata or {}, spec, status)
 if refusal ~= nil then
   error("cannot roll back " .. obj.metadata.namespace .. "/" .. obj.metadata.name .. ": " .. refusal, 0)
-end
-local stage = spec.versionStage
-local previous = status.stagesBefore[stage]
-local current = nil
-if status.stagesAfter ~= nil then
-  current = status.stagesAfter[stage]
-end
-if current == nil then
-  current = spec.moveToVersion
 end
 
 local newSpec = {}
