@@ -37,7 +37,9 @@ from secretstage.kms import Credentials, KmsClient, StaticProvider
 
 RESULTS = ROOT / "bench" / "results"
 FAIRNESS_TIMEOUT = 120.0
-SCENARIOS = ("fairness", "latency", "cost", "startup", "scaling", "soak", "backlog", "gate")
+SCENARIOS = ("fairness", "latency", "cost", "startup", "scaling", "soak", "backlog", "gate", "schedule")
+# A window that is not open while the bench runs (03:00 on 1 January): promotions wait for it.
+FAR_WINDOW = {"windows": [{"cron": "0 3 1 1 *", "duration": "1h", "timeZone": "Asia/Shanghai"}]}
 BACKLOG_RATE = 40.0  # KMS requests/s while a backlog drains: the shared gateway's quota per account and region
 KMS_CONCURRENCY = 20  # the operator's default --kms-max-concurrency: the yardsticks' promotions in flight
 
@@ -454,6 +456,65 @@ class Bench:
             raise RuntimeError(f"{len(watcher.failed)} promotions failed, e.g. {list(watcher.failed.items())[:2]}")
         return {"per_s": count / elapsed, "rss_idle_mib": idle, "rss_peak_mib": peak, "rss_after_mib": after}
 
+    def scheduled(self, count: int, quiet_s: float = 60.0) -> dict[str, float]:
+        """``count`` promotions waiting for a window that stays closed: how long until all of them wait
+        (reason OutsideWindow), then, over ``quiet_s`` seconds of waiting, the Kubernetes and KMS
+        requests the operator made about them (the target is none) and the CPU it used."""
+        ns, names = self.fresh(f"scheduled-{count}", count)
+        op = operator(self.plane, self.url, ns, f"scheduled-{count}")
+        apiserver, etcd = self.plane.process("kube-apiserver"), self.plane.process("etcd")
+        started = time.monotonic()
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                list(
+                    pool.map(
+                        lambda i: self.plane.create(ns, f"p{i}", {**spec(self.url, names[i]), "schedule": FAR_WINDOW}),
+                        range(count),
+                    )
+                )
+            deadline = time.monotonic() + 900
+            while True:
+                items = self.plane.http.get(self.plane.path(ns)).json()["items"]
+                reasons = Counter(
+                    next(
+                        (
+                            c.get("reason")
+                            for c in (o.get("status") or {}).get("conditions") or []
+                            if c.get("type") == "Succeeded"
+                        ),
+                        None,
+                    )
+                    for o in items
+                )
+                if reasons.get("OutsideWindow", 0) == count:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"scheduled: not all waiting after 900 s: {dict(reasons)}")
+                time.sleep(1.0)
+            to_waiting = time.monotonic() - started
+            settle(op, quiet_ms=20, timeout=120)
+            self.emu_http.post("/_emulator/reset")
+            mark = self.plane.audit_mark()
+            cpu_before = [cpu(apiserver), cpu(etcd), op.cpu_s()]
+            time.sleep(quiet_s)  # the measurement period itself, not a wait for something to happen
+            cpu_after = [cpu(apiserver), cpu(etcd), op.cpu_s()]
+            rss = op.rss_mib()
+        finally:
+            op.stop()
+        made = [e for e in self.plane.audited(mark, ns) if e["verb"] not in ("list", "watch")]
+        kms = self.emu_http.get("/_emulator/calls").json()["calls"]
+        used = [after - before for before, after in zip(cpu_before, cpu_after, strict=True)]
+        return {
+            "to_waiting_s": to_waiting,
+            "quiet_s": quiet_s,
+            "k8s_requests": len(made),
+            "kms_requests": sum(kms.values()),
+            "cpu_pct_operator": used[2] / quiet_s * 100,
+            "cpu_pct_apiserver": used[0] / quiet_s * 100,
+            "cpu_pct_etcd": used[1] / quiet_s * 100,
+            "rss_mib": rss,
+        }
+
     def backlog(self, count: int, kind: str = "ours", drain: bool = True) -> dict[str, float]:
         """``count`` promotions created at once while the operator's KMS rate lets almost none through
         (0.2 requests/s): RSS idle, at its peak while they arrive, and once all of them wait queued.
@@ -711,6 +772,12 @@ def main() -> int:
             burst = 50 if args.quick else 200
             step(f"gate overhead: a burst of {burst} gated by one Job each, against {burst} ungated")
             bench.gate(burst)
+        if "schedule" in chosen:
+            waiting = 1000 if args.quick else 5000
+            step(f"schedule: {waiting} promotions waiting for a window that stays closed")
+            for key, value in bench.scheduled(waiting, 20.0 if args.quick else 60.0).items():
+                r[f"schedule_{waiting}_{key}"] = round(value, 3)
+            r["schedule_waiting"] = waiting
         if "soak" in chosen:
             total = 1000 if args.quick else 10000
             step(f"soak: {total} promotions created and deleted")

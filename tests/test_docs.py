@@ -378,6 +378,7 @@ REASON_ARGUMENTS = {
     "PlanRejected": 0,
     "IdentityProblem": 0,
     "conditions_for": 1,
+    "Wait": 1,
 }
 
 

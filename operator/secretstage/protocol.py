@@ -66,6 +66,7 @@ from secretstage.domain.outcome import (
     from_kms_error,
 )
 from secretstage.domain.promotion import ACS_CURRENT, ACS_PREVIOUS, PromotionRequest
+from secretstage.domain.schedule import Wait, parse_time
 from secretstage.domain.status import build_status, is_done
 from secretstage.kms import CredentialsError, KmsError
 from secretstage.kms.endpoints import region_of
@@ -73,6 +74,7 @@ from secretstage.kms.models import StageUpdate, VersionList
 
 log = logging.getLogger(__name__)
 
+NEVER_RECHECK_SECONDS = 24 * 3600.0  # a schedule with no opening in 50 years: look again daily (a spec edit wakes it)
 MAX_REPLANS = 3  # fresh plans in one attempt after KMS refused a move that a concurrent change made stale
 
 
@@ -336,8 +338,21 @@ class Attempt:
                 finally:
                     # Even when aborted: a request that got no answer may land after this attempt.
                     self.locks.reserve(self.key, self.owner, self.who, max(filter(None, self.may_land), default=None))
-            await self._write(self.result.outcome)
+            if not self._still_waiting_as_written():
+                await self._write(self.result.outcome)
         return self.result
+
+    def _still_waiting_as_written(self) -> bool:
+        """The status already says this generation waits for its schedule until the same time: a
+        restarted operator (or a spurious wake) writes nothing for thousands of waiting promotions."""
+        opens = self.result.schedule_opens
+        if opens is None or _observed(self.base) != self.generation:
+            return False
+        written = (self.base.get("schedule") or {}).get("opensTime")
+        reason = next(
+            (c.get("reason") for c in self.base.get("conditions") or [] if c.get("type") == "Succeeded"), None
+        )
+        return bool(written == opens and reason == self.result.outcome.reason)
 
     def _waiting(self, holder: Holder) -> Outcome:
         delay = self.rng.uniform(0.5, 1.5)
@@ -361,6 +376,13 @@ class Attempt:
         if result.gate is not None and result.gate.verdict is Verdict.PENDING and request.gate is not None:
             await self._gate()  # the gate runs: its checks only, no KMS read until a verdict
             return
+        if request.schedule is not None and self._nothing_done_yet():
+            # Asked only before anything of this generation may have been sent: a window that closes
+            # during a move, its gate or its rollback interrupts none of them.
+            wait = request.schedule.wait(parse_time(self.now()))
+            if wait is not None:
+                result.outcome = self._scheduled(wait)
+                return
         if request.canary is not None and self.canary is not None and self._nothing_done_yet():
             # Read-only here (the canary promotion journals its own moves): a crash, an edit or a
             # delete at this await leaves nothing of this generation to undo.
@@ -492,6 +514,16 @@ class Attempt:
             await self._gate()
             return
         result.outcome = previous_problem or self._promoted(move)
+
+    def _scheduled(self, wait: Wait) -> Outcome:
+        """Pending until the schedule allows the move: one status write, then asleep until then (a
+        delayed key costs no request; a spec edit wakes it at once)."""
+        now = parse_time(self.now())
+        if wait.until is None:
+            return Outcome(Kind.PENDING, wait.reason, f"{wait.message}; nothing is sent", None, NEVER_RECHECK_SECONDS)
+        self.result.schedule_opens = wait.until.strftime("%Y-%m-%dT%H:%M:%SZ")
+        delay = max(1.0, (wait.until - now).total_seconds())
+        return Outcome(Kind.PENDING, wait.reason, f"{wait.message}; nothing is sent until then", None, delay)
 
     def _nothing_done_yet(self) -> bool:
         """This generation has journaled nothing, and no earlier one moved the stage: the canary comes

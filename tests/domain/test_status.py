@@ -142,3 +142,19 @@ def test_events_only_on_change_or_final() -> None:
     assert events_for(done, first, 3) == [("Normal", "Promoted", "ok"), ("Warning", "AfterSuccessNotFound", "m")]
     done.after_success_changed = False  # entries an earlier attempt reported are not posted again
     assert events_for(done, first, 4) == [("Normal", "Promoted", "ok")]
+
+
+def test_waiting_for_the_schedule_is_a_normal_event_once_and_the_status_says_until_when() -> None:
+    from secretstage.domain.status import events_for
+
+    waiting = AttemptResult(
+        Outcome(Kind.PENDING, "OutsideWindow", "no window is open; the next opens at 2026-12-08T18:00:00Z", delay=3600),
+        schedule_opens="2026-12-08T18:00:00Z",
+    )
+    first = build_status({}, result=waiting, generation=1, now=T0)
+    assert first["phase"] == "Pending"
+    assert first["schedule"] == {"opensTime": "2026-12-08T18:00:00Z"}
+    assert events_for(waiting, {}, 1) == [("Normal", "PromotionScheduled", waiting.outcome.message)]
+    assert events_for(waiting, first, 2) == []  # woken early, still waiting: said already
+    done = AttemptResult(Outcome(Kind.SUCCEEDED, "Promoted", "ok"))
+    assert build_status(first, result=done, generation=1, now=T0)["schedule"] is None  # removed (merge patch)

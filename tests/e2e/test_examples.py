@@ -413,7 +413,7 @@ def test_kubectl_plugin_from_the_krew_archive(
     assert "After:      ACSCurrent=v2, ACSPrevious=v1" in shown.stdout
 
 
-def test_gated_example_is_admitted(promotions: Promotions, ns: str) -> None:
+def test_gated_example_is_admitted(crd: None, promotions: Promotions, ns: str) -> None:
     """examples/gated/promotion.yaml as shipped passes the CRD's schema and rules (a server-side dry
     run: nothing is created). It runs for real on the node: tests/node/test_gate.py."""
     manifest = yaml.safe_load((EXAMPLES / "gated" / "promotion.yaml").read_text())
@@ -422,3 +422,22 @@ def test_gated_example_is_admitted(promotions: Promotions, ns: str) -> None:
         "secretstage.io", "v1alpha1", ns, "secretstagepromotions", manifest, dry_run="All"
     )
     assert created["spec"]["gate"]["jobs"][0]["name"] == "login-check"
+
+
+def test_scheduled_example_is_admitted_and_waits_for_its_window(crd: None, promotions: Promotions, ns: str) -> None:
+    """examples/scheduled/promotion.yaml as shipped passes the CRD's schema and rules (a server-side
+    dry run), and its schedule, evaluated now, keeps it waiting until a weekday 02:00 in Shanghai."""
+    from datetime import UTC, datetime
+
+    from secretstage.domain.schedule import parse_schedule
+
+    manifest = yaml.safe_load((EXAMPLES / "scheduled" / "promotion.yaml").read_text())
+    manifest["metadata"].pop("namespace")
+    created = promotions.api.create_namespaced_custom_object(
+        "secretstage.io", "v1alpha1", ns, "secretstagepromotions", manifest, dry_run="All"
+    )
+    plan = parse_schedule(created["spec"]["schedule"])
+    assert plan is not None
+    wait = plan.wait(datetime(2026, 12, 20, tzinfo=UTC))
+    assert wait is not None
+    assert wait.until == datetime(2026, 12, 23, 18, 0, tzinfo=UTC)  # Thursday 24 December, 02:00 in Shanghai

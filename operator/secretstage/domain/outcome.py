@@ -80,6 +80,7 @@ class AttemptResult:
     rollback: RollbackState | None = None  # the journal's rollback: why, the move back, its restarts
     rollback_restarts_changed: bool = False  # this attempt restarted the consumers after a rollback: post Events
     inherited: Inherited | None = None  # what an earlier generation moved, carried until this one decides
+    schedule_opens: str | None = None  # spec.schedule: when this generation may start (while it waits)
 
 
 _REASON_BAD = re.compile(r"[^A-Za-z0-9_,:]")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from secretstage.domain.gate import Gate, parse_gate
+from secretstage.domain.schedule import InvalidSchedule, Schedule, parse_schedule
 from secretstage.regions import REGION_ID
 
 ACS_CURRENT = "ACSCurrent"
@@ -65,6 +66,7 @@ class PromotionRequest:
     after_success_when: str = "Moved"  # Moved: only when this generation moved the stage; Always: also when in place
     gate: Gate | None = None  # prove the consumers work on the new version, or undo the move (domain.gate)
     canary: Canary | None = None  # first the canary stage, its own gate, then this stage
+    schedule: Schedule | None = None  # when it may move: notBefore, maintenance windows (domain.schedule)
 
     @property
     def secret_region(self) -> str | None:
@@ -207,6 +209,11 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
             )
         )
     canary = _canary(spec.get("canary"), stage, move_to, problems)
+    try:
+        schedule = parse_schedule(spec.get("schedule"))
+    except InvalidSchedule as exc:
+        problems.append(Problem(exc.field, exc.detail))
+        schedule = None
     if problems:
         raise InvalidPromotion(problems)
     assert secret_name is not None
@@ -230,6 +237,7 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
         after_success_when=str(when),
         gate=gate,
         canary=canary,
+        schedule=schedule,
     )
 
 

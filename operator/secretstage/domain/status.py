@@ -92,6 +92,7 @@ def build_status(
         "plan": result.plan,
         "afterSuccess": result.after_success or None,
         "queue": None,  # its turn came: the queue position written while it waited no longer holds
+        "schedule": {"opensTime": result.schedule_opens} if result.schedule_opens else None,
         "gate": result.gate.to_status() if result.gate else None,
         "rollback": result.rollback.to_status() if result.rollback else None,
         "inherited": result.inherited.to_status() if result.inherited else None,
@@ -154,6 +155,7 @@ def is_done(status: Mapping[str, Any], generation: int | None) -> bool:
     return status.get("observedGeneration") == generation and status.get("phase") in ("Succeeded", "Failed")
 
 
+SCHEDULE_REASONS = ("NotBefore", "OutsideWindow")  # domain.schedule's waits
 EVENT_REASONS = {
     Kind.SUCCEEDED: "Promoted",
     Kind.FAILED: "PromotionFailed",
@@ -169,7 +171,11 @@ def events_for(result: AttemptResult, old: Mapping[str, Any], attempt: int) -> l
     outcome = result.outcome
     previous = next((c.get("reason") for c in old.get("conditions") or [] if c.get("type") == "Succeeded"), None)
     events = []
-    if outcome.terminal or attempt == 1 or previous != outcome.reason:
+    if outcome.reason in SCHEDULE_REASONS:
+        # Waiting for its schedule is the plan, not a problem: a Normal Event, once per reason.
+        if previous != outcome.reason:
+            events.append(("Normal", "PromotionScheduled", outcome.message[:1000]))
+    elif outcome.terminal or attempt == 1 or previous != outcome.reason:
         event_type = "Normal" if outcome.kind is Kind.SUCCEEDED and outcome.error is None else "Warning"
         events.append((event_type, EVENT_REASONS[outcome.kind], outcome.message[:1000]))
     follow_ups = [*(result.after_success if result.after_success_changed else ())]
