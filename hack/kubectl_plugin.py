@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # prometheus-client: those are the operator's). Ranges as in pyproject.toml, but kubernetes below 36:
 # 36 added aiohttp and pydantic (compiled code) to its requirements, for an asyncio client the plugin
 # does not use.
-CLIENT_DEPENDENCIES = ("kubernetes>=30,<36", "httpx>=0.27,<0.29", "PyYAML>=6,<7", "sniffio>=1.3,<2")
+CLIENT_DEPENDENCIES = ("kubernetes>=30,<36", "httpx>=0.27,<0.29", "PyYAML>=6,<7", "sniffio>=1.3,<2", "cronsim>=2.6,<3")
 # Built from source, not taken as a platform's wheel; PyYAML's optional C binding is then removed.
 FROM_SOURCE = "PyYAML,charset-normalizer"
 PLATFORMS = (("linux", "amd64"), ("linux", "arm64"), ("darwin", "amd64"), ("darwin", "arm64"))

@@ -160,3 +160,23 @@ def test_versions_agree_everywhere() -> None:
     )
     assert wrong.returncode == 1
     assert "Chart.yaml version is not 9.9.9" in wrong.stderr
+
+
+def test_the_plugin_bundles_every_dependency_but_the_operator_s_own() -> None:
+    """hack/kubectl_plugin.py lists the dependencies of the client commands by hand (a zipapp with no
+    compiled code): a new runtime dependency must be bundled there or named as the operator's only."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kubectl_plugin", ROOT / "hack" / "kubectl_plugin.py")
+    assert spec is not None
+    assert spec.loader is not None
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+
+    def name(requirement: str) -> str:
+        return re.split(r"[<>=!\[ ;]", requirement, maxsplit=1)[0].lower()
+
+    runtime = {name(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    operator_only = {"kopf", "aiohttp", "prometheus-client", "pyjwt"}  # imported by `run` alone, lazily
+    bundled = {name(r) for r in plugin.CLIENT_DEPENDENCIES}
+    assert runtime - operator_only - bundled == set(), "add them to CLIENT_DEPENDENCIES"
