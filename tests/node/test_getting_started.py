@@ -133,10 +133,15 @@ echo "installed package secretstage-operator {VERSION} (the CLI of this checkout
         "KUBECONFIG": cluster.kubeconfig,
         "HOME": str(tmp_path),
     }
-    subprocess.run([kubectl, "delete", "namespace", "payments", "--ignore-not-found", "--wait"], env=env, check=True)
+    namespaces = ["payments", "secretstage-system"]  # the guide's; tests/node/test_node.py creates them afresh
+    delete = [kubectl, "delete", "namespace", *namespaces, "--ignore-not-found", "--wait", "--timeout=180s"]
+    subprocess.run(delete, env=env, check=True)
     yield env
-    subprocess.run([kubectl, "delete", "namespace", "payments", "--ignore-not-found"], env=env, check=False)
-    subprocess.run([helm, "uninstall", "secretstage-operator", "-n", "secretstage-system"], env=env, check=False)
+    # what the guide left, also when it stopped half-way: the release, then both namespaces, gone
+    subprocess.run(
+        [helm, "uninstall", "secretstage-operator", "-n", "secretstage-system", "--wait"], env=env, check=False
+    )
+    subprocess.run(delete, env=env, check=True)
 
 
 def test_the_getting_started_guide_runs_as_written(
