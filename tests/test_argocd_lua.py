@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from secretstage.domain.approval import parse_entries
 from tests import lua_support
 from tests.lua_support import ARGOCD
 
@@ -80,3 +81,16 @@ def test_argocd_cm_patch_is_current() -> None:
     data = yaml.safe_load(committed)["data"]
     actions = yaml.safe_load(data["resource.customizations.actions.secretstage.io_SecretStagePromotion"])
     assert [d["name"] for d in actions["definitions"]] == ["retry", "rollback"]
+
+
+@pytest.mark.parametrize("verb", ["approve", "reject"])
+def test_approve_and_reject_append_one_line_as_argo_cd(verb: str) -> None:
+    """The line the admission policy admits from Argo CD's user: first line, then appended after another."""
+    case = next(c for c in ACTION_TESTS["actionTests"] if c["action"] == verb)
+    out = lua_support.run(ARGOCD / "actions" / verb / "action.lua", load(case["inputPath"], "actions"))
+    expected = load(case["expectedOutputPath"], "actions")
+    # (status is left alone; compared without it, as Lua turns its empty lists into empty tables)
+    assert (out["metadata"], out["spec"]) == (expected["metadata"], expected["spec"])
+    lines = out["metadata"]["annotations"]["secretstage.io/approvals"].split("\n")
+    assert lines[-1] == f"{verb} 1 system:serviceaccount:argocd:argocd-server"
+    assert [e.generation for e in parse_entries("\n".join(lines))] == [1] * len(lines)  # the operator reads them

@@ -69,12 +69,12 @@ def test_a_change_while_worked_on_runs_it_again_once_done() -> None:
         queue = FairQueue()
         queue.add(("ns", "p"))
         key = await queue.get()
-        queue.working_on(key, ("uid-1", 1))
-        assert not queue.offer(key, ("uid-1", 1))  # its own status writes: nothing new
+        queue.working_on(key, ("uid-1", 1, 0))
+        assert not queue.offer(key, ("uid-1", 1, 0))  # its own status writes: nothing new
         assert not queue.is_ready(key)
-        assert queue.offer(key, ("uid-1", 2))  # an edit: a new generation
+        assert queue.offer(key, ("uid-1", 2, 0))  # an edit: a new generation
         assert not queue.is_ready(key)  # never a second worker on the same key
-        queue.done(key, again_in=30.0, token=("uid-1", 1))
+        queue.done(key, again_in=30.0, token=("uid-1", 1, 0))
         assert queue.is_ready(key)  # the edit runs at once, not after the old generation's backoff
 
     asyncio.run(scenario())
@@ -86,15 +86,15 @@ def test_a_backoff_is_kept_unless_the_object_or_generation_changes() -> None:
         queue = FairQueue(clock=clock)
         queue.add(("ns", "p"))
         key = await queue.get()
-        queue.working_on(key, ("uid-1", 1))
-        queue.done(key, again_in=10.0, token=("uid-1", 1))
-        assert not queue.offer(key, ("uid-1", 1))  # e.g. the echo of its Retry status: no early retry
+        queue.working_on(key, ("uid-1", 1, 0))
+        queue.done(key, again_in=10.0, token=("uid-1", 1, 0))
+        assert not queue.offer(key, ("uid-1", 1, 0))  # e.g. the echo of its Retry status: no early retry
         assert not queue.is_ready(key)
         assert queue.lengths() == {"ns": (0, 1)}
         clock.now = 10.0
         assert await asyncio.wait_for(queue.get(), 1) == key  # due: handed out
-        queue.done(key, again_in=10.0, token=("uid-1", 1))
-        assert queue.offer(key, ("uid-2", 1))  # deleted and created again: the new object now
+        queue.done(key, again_in=10.0, token=("uid-1", 1, 0))
+        assert queue.offer(key, ("uid-2", 1, 0))  # deleted and created again: the new object now
         assert queue.is_ready(key)
 
     asyncio.run(scenario())
@@ -117,11 +117,11 @@ def test_a_delayed_key_waits_for_its_time() -> None:
 def test_forget_drops_waiting_entries_of_that_object_only() -> None:
     queue = FairQueue()
     queue.add(("ns", "ready"))
-    queue.add_after(("ns", "delayed"), 60, ("uid-old", 1))
+    queue.add_after(("ns", "delayed"), 60, ("uid-old", 1, 0))
     queue.forget(("ns", "ready"))
-    queue.forget(("ns", "delayed"), ("uid-new", 1))  # a DELETED event of another object of that name
+    queue.forget(("ns", "delayed"), ("uid-new", 1, 0))  # a DELETED event of another object of that name
     assert queue.lengths() == {"ns": (0, 1)}
-    queue.forget(("ns", "delayed"), ("uid-old", 1))
+    queue.forget(("ns", "delayed"), ("uid-old", 1, 0))
     assert len(queue) == 0
     assert queue.lengths() == {}
 

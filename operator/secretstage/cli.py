@@ -190,6 +190,28 @@ def build_parser(prog: str = "secretstage") -> argparse.ArgumentParser:
     retry.add_argument("name", metavar="NAME", help="the SecretStagePromotion to retry")
     retry.add_argument("-n", "--namespace", help="its namespace (default: the pod's, or the kube config's)")
 
+    for verb, does in (("approve", "approve"), ("reject", "reject")):
+        decide = sub.add_parser(
+            verb,
+            help=f"{does} a promotion that waits for approval (spec.approval), as the user you are logged in as",
+            description=f"Appends '{verb} GENERATION USER' to the annotation secretstage.io/approvals of NAME, USER "
+            "being who the API server says you are (SelfSubjectReview) and GENERATION the spec's generation now. The "
+            "chart's admission policy admits it only from an approver who did not ask for the change. "
+            + (
+                "Once spec.approval.minApprovals approvers have approved, the operator moves the stage."
+                if verb == "approve"
+                else "The promotion then fails with reason Rejected and moves nothing; a change to the spec asks again."
+            ),
+        )
+        decide.add_argument("name", metavar="NAME", help="the SecretStagePromotion")
+        decide.add_argument("-n", "--namespace", help="its namespace (default: the pod's, or the kube config's)")
+        decide.add_argument(
+            "--generation",
+            type=int,
+            metavar="N",
+            help=f"{verb} only if the spec is still at generation N (the one you reviewed); default: the current one",
+        )
+
     status = sub.add_parser(
         "status",
         help="show a promotion's outcome (or list the namespace's promotions)",
@@ -256,7 +278,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "secretstage") -> int:
         return run(parser, args)
     if args.command == "check":
         return _check(args)
-    if args.command in ("rollback", "retry", "status"):
+    if args.command in ("rollback", "retry", "status", "approve", "reject"):
         return _promotion_command(args)
     return asyncio.run(_kms_command(parser, args))
 
@@ -471,6 +493,8 @@ def _promotion_command(args: argparse.Namespace) -> int:
         if args.command == "status":
             _print_status(obj, as_json=args.output == "json")
             return 0
+        if args.command in ("approve", "reject"):
+            return _decide(api, obj, args.command, args.generation)
         if args.command == "retry":
             if (obj.get("status") or {}).get("phase") != "Failed":
                 print(
@@ -510,6 +534,77 @@ def _promotion_command(args: argparse.Namespace) -> int:
         else:
             print(f"error: Kubernetes API: HTTP {exc.status} {exc.reason}", file=sys.stderr)
         return EXIT_KMS_ERROR
+
+
+def _decide(api: Any, obj: Mapping[str, Any], verb: str, reviewed: int | None) -> int:
+    """Approve or reject ``obj`` as the authenticated user: one line appended, compare-and-set on its
+    resourceVersion (read again when someone else wrote first). The API server's admission policy decides."""
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+    from secretstage.domain.approval import APPROVALS_ANNOTATION, line
+
+    review = k8s.AuthenticationV1Api().create_self_subject_review(k8s.V1SelfSubjectReview())
+    user_info = review.status.user_info if review.status else None
+    user = str(user_info.username) if user_info and user_info.username else ""
+    if not user:
+        print("error: the API server did not say who you are (SelfSubjectReview); cannot approve", file=sys.stderr)
+        return EXIT_KMS_ERROR
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    for _ in range(5):
+        meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+        generation = int(meta.get("generation") or 0)
+        if not (spec.get("approval") or {}).get("required"):
+            print(f"error: {namespace}/{name} does not ask for approval (spec.approval.required)", file=sys.stderr)
+            return EXIT_KMS_ERROR
+        if reviewed is not None and reviewed != generation:
+            print(
+                f"error: {namespace}/{name} is at generation {generation}, not {reviewed}: its spec changed since you "
+                f"reviewed it; look again (kubectl get ssp {name} -n {namespace} -o yaml) and {verb} that",
+                file=sys.stderr,
+            )
+            return EXIT_KMS_ERROR
+        if status.get("observedGeneration") == generation and status.get("phase") in ("Succeeded", "Failed"):
+            print(f"error: {namespace}/{name} generation {generation} is {status['phase']} already", file=sys.stderr)
+            return EXIT_KMS_ERROR
+        old = str((meta.get("annotations") or {}).get(APPROVALS_ANNOTATION) or "")
+        entry = line(verb, generation, user)
+        patch = {
+            "metadata": {
+                "resourceVersion": meta["resourceVersion"],
+                "annotations": {APPROVALS_ANNOTATION: f"{old}\n{entry}" if old else entry},
+            }
+        }
+        try:
+            api.patch_namespaced_custom_object(
+                "secretstage.io", "v1alpha1", namespace, "secretstagepromotions", name, patch
+            )
+        except ApiException as exc:
+            if exc.status == 409:  # written by someone else since it was read: read it again
+                obj = api.get_namespaced_custom_object(
+                    "secretstage.io", "v1alpha1", namespace, "secretstagepromotions", name
+                )
+                continue
+            print(f"error: {namespace}/{name}: {_api_message(exc)}", file=sys.stderr)
+            return EXIT_KMS_ERROR
+        target = spec.get("moveToVersion") or f"off {spec.get('removeFromVersion')}"
+        what = f"{spec.get('versionStage')} -> {target} of {spec.get('secretName')}"
+        if verb == "approve":
+            print(f"approved generation {generation} of {namespace}/{name} ({what}) as {user}")
+        else:
+            print(f"rejected generation {generation} of {namespace}/{name} ({what}) as {user}; it moves nothing")
+        return 0
+    print(f"error: {namespace}/{name} kept changing; try again", file=sys.stderr)
+    return EXIT_KMS_ERROR
+
+
+def _api_message(exc: Any) -> str:
+    """The API server's own message (an admission policy's refusal says what to fix), else the status line."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (TypeError, ValueError):
+        message = None
+    return str(message or f"HTTP {exc.status} {exc.reason}")
 
 
 def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:

@@ -71,6 +71,9 @@ class Settings:
     #: The HTTP proxy KMS and STS requests go through (clusters whose egress is only a proxy). Never
     #: taken from HTTP(S)_PROXY: those are the pod's, not a decision about where credentials go.
     kms_proxy: str | None = None
+    #: The ValidatingAdmissionPolicy that authenticates approvers (spec.approval): approvals count only
+    #: while it and a binding of it are in force (domain.approval).
+    approval_policy: str = "secretstage-operator-approvals"
 
 
 ENV_PREFIX = "SECRETSTAGE_"
@@ -194,6 +197,7 @@ def from_sources(cli: Mapping[str, object], environ: Mapping[str, str] | None = 
         if isinstance(election, bool)
         else _bool(str(election or ""), ENV_PREFIX + "LEADER_ELECTION"),
         lease_name=str(pick("lease_name", "LEASE_NAME") or defaults.lease_name),
+        approval_policy=str(pick("approval_policy", "APPROVAL_POLICY") or defaults.approval_policy),
         lease_namespace=str(pick("lease_namespace", "LEASE_NAMESPACE") or "") or None,
         lease_duration=number("lease_duration", "LEASE_DURATION", float, defaults.lease_duration, 2),
         renew_deadline=number("renew_deadline", "RENEW_DEADLINE", float, defaults.renew_deadline, 1),

@@ -9,6 +9,8 @@ from typing import Any
 
 import kopf
 
+from secretstage.domain.approval import approval_decisions
+
 GROUP, VERSION, PLURAL = "secretstage.io", "v1alpha1", "secretstagepromotions"
 registry = kopf.OperatorRegistry()
 
@@ -86,4 +88,5 @@ async def offer(
         int(meta.get("generation") or 0),
         str(meta.get("resourceVersion") or ""),
         status,
+        approval_decisions(meta.get("annotations") or {}),
     )

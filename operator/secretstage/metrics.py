@@ -34,6 +34,15 @@ class Metrics:
         self.in_flight = Gauge(
             "secretstage_promotions_in_flight", "Promotions being handled now", registry=self.registry
         )
+        self.approval_decisions = Counter(
+            "secretstage_approval_decisions_total",
+            "Promotions approved (enough approvals seen) or rejected, by decision",
+            ["decision"],
+            registry=self.registry,
+        )
+        # uid -> why it waits as planned or for a trustworthy approval policy; read at scrape time
+        self._waiting: dict[str, str] = {}
+        self.registry.register(_WaitingCollector(self._waiting))
         self.credential_refreshes = Counter(
             "secretstage_credential_refreshes_total",
             "Operator-identity (RRSA) credential exchanges",
@@ -44,6 +53,13 @@ class Metrics:
         """The work queue, read at scrape time: per namespace, promotions waiting for a worker
         (``state="ready"``) and waiting out a retry's backoff (``state="backoff"``); and busy workers."""
         self.registry.register(_QueueCollector(lengths, busy))
+
+    def waiting_for(self, uid: str, reason: str | None) -> None:
+        """This promotion now waits for its schedule or its approvers (``reason``), or no longer does."""
+        if reason is None:
+            self._waiting.pop(uid, None)
+        else:
+            self._waiting[uid] = reason
 
     def observe_kms(self, *, action: str, code: str, seconds: float) -> None:
         self.kms_requests.labels(action, code).inc()
@@ -69,3 +85,22 @@ class _QueueCollector(Collector):
             queue.add_metric([namespace, "backoff"], backoff)
         yield queue
         yield GaugeMetricFamily("secretstage_workers_busy", "Workers handling a promotion now", value=self._busy())
+
+
+class _WaitingCollector(Collector):
+    def __init__(self, waiting: dict[str, str]) -> None:
+        self._waiting = waiting
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "secretstage_promotions_waiting",
+            "Promotions waiting as planned (reason NotBefore, OutsideWindow, AwaitingApproval) or for an approval "
+            "policy in force (ApprovalUntrusted)",
+            labels=["reason"],
+        )
+        counts: dict[str, int] = {}
+        for reason in list(self._waiting.values()):
+            counts[reason] = counts.get(reason, 0) + 1
+        for reason in ("NotBefore", "OutsideWindow", "AwaitingApproval", "ApprovalUntrusted"):
+            family.add_metric([reason], counts.get(reason, 0))
+        yield family

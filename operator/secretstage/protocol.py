@@ -39,6 +39,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from secretstage.domain import planning
+from secretstage.domain.approval import ApprovalRule, Decision, decide
+from secretstage.domain.approval import record as approval_record
 from secretstage.domain.gate import HOLD, POLL_SECONDS, Check, Gate, Verdict, later, passed_deadline, verdict_of
 from secretstage.domain.journal import (
     STARTED,
@@ -67,7 +69,7 @@ from secretstage.domain.outcome import (
 )
 from secretstage.domain.promotion import ACS_CURRENT, ACS_PREVIOUS, PromotionRequest
 from secretstage.domain.schedule import Wait, parse_time
-from secretstage.domain.status import build_status, is_done
+from secretstage.domain.status import WAITING_REASONS, build_status, is_done, succeeded_condition
 from secretstage.kms import CredentialsError, KmsError
 from secretstage.kms.endpoints import region_of
 from secretstage.kms.models import StageUpdate, VersionList
@@ -75,6 +77,7 @@ from secretstage.kms.models import StageUpdate, VersionList
 log = logging.getLogger(__name__)
 
 NEVER_RECHECK_SECONDS = 24 * 3600.0  # a schedule with no opening in 50 years: look again daily (a spec edit wakes it)
+APPROVAL_POLICY_RECHECK_SECONDS = 60.0  # approvals that cannot be trusted: look at the admission policy again
 MAX_REPLANS = 3  # fresh plans in one attempt after KMS refused a move that a concurrent change made stale
 
 
@@ -148,6 +151,9 @@ GateRunner = Callable[[Gate, str], Awaitable[list[Check]]]
 CanaryRunner = Callable[[], Awaitable[Check]]
 # Why the gate could not give a fair verdict, asked before the first send: (field, what to do).
 GateRefusals = Callable[[Gate], Awaitable[list[tuple[str, str]]]]
+#: Why the approvals written on the object cannot be trusted now (the admission policy that authenticates
+#: approvers is missing, or newer than the object), or None.
+ApprovalPolicy = Callable[[], Awaitable[str | None]]
 
 
 # KMS accepts a signed request for 15 minutes around its timestamp (kms-api.md 4.3): a request that got
@@ -274,6 +280,8 @@ class Attempt:
     locks: SecretLocks = field(default_factory=SecretLocks)
     key: SecretKey = ("", "", "")  # see secret_key()
     who: str = ""  # namespace/name, shown to promotions that wait for this one
+    annotations: Mapping[str, str] = field(default_factory=dict)  # the object's, as read: approvals
+    approval_policy: ApprovalPolicy | None = None  # why approvals cannot be trusted now, or None
 
     def __post_init__(self) -> None:
         self.base = dict(self.store.status)  # the status this attempt started from (history, attempts)
@@ -343,16 +351,14 @@ class Attempt:
         return self.result
 
     def _still_waiting_as_written(self) -> bool:
-        """The status already says this generation waits for its schedule until the same time: a
-        restarted operator (or a spurious wake) writes nothing for thousands of waiting promotions."""
-        opens = self.result.schedule_opens
-        if opens is None or _observed(self.base) != self.generation:
+        """The status already says this generation waits for its schedule, or for approval, as this
+        attempt found: a restarted operator (or a spurious wake) writes nothing for thousands of
+        waiting promotions."""
+        outcome = self.result.outcome
+        if outcome.reason not in WAITING_REASONS or _observed(self.base) != self.generation:
             return False
-        written = (self.base.get("schedule") or {}).get("opensTime")
-        reason = next(
-            (c.get("reason") for c in self.base.get("conditions") or [] if c.get("type") == "Succeeded"), None
-        )
-        return bool(written == opens and reason == self.result.outcome.reason)
+        written = succeeded_condition(self.base)
+        return bool(written.get("reason") == outcome.reason and written.get("message") == outcome.message)
 
     def _waiting(self, holder: Holder) -> Outcome:
         delay = self.rng.uniform(0.5, 1.5)
@@ -376,10 +382,12 @@ class Attempt:
         if result.gate is not None and result.gate.verdict is Verdict.PENDING and request.gate is not None:
             await self._gate()  # the gate runs: its checks only, no KMS read until a verdict
             return
-        if request.schedule is not None and self._nothing_done_yet():
-            # Asked only before anything of this generation may have been sent: a window that closes
-            # during a move, its gate or its rollback interrupts none of them.
-            wait = request.schedule.wait(parse_time(self.now()))
+        if self._may_send_a_new_move():
+            # Asked only before anything of this generation may have been sent: a window that closes,
+            # or a rejection that comes, during a move, its gate or its rollback interrupts none of them.
+            if request.approval is not None and not await self._approved(request.approval):
+                return
+            wait = request.schedule.wait(parse_time(self.now())) if request.schedule is not None else None
             if wait is not None:
                 result.outcome = self._scheduled(wait)
                 return
@@ -524,6 +532,50 @@ class Attempt:
         self.result.schedule_opens = wait.until.strftime("%Y-%m-%dT%H:%M:%SZ")
         delay = max(1.0, (wait.until - now).total_seconds())
         return Outcome(Kind.PENDING, wait.reason, f"{wait.message}; nothing is sent until then", None, delay)
+
+    def _may_send_a_new_move(self) -> bool:
+        """This generation has journaled nothing, and it is not only carrying on with what an earlier
+        generation moved (the same version, gated anew after an edit: approved and scheduled then).
+        A generation that may move the stage to a version of its own is approved and scheduled first,
+        also when an earlier generation moved it (an edit of a finished promotion to another version)."""
+        journal, inherited, request = self.journal, self.result.inherited, self.request
+        if journal.move is not None or journal.gate is not None or journal.rollback is not None:
+            return False
+        return not (
+            inherited is not None
+            and request.gate is not None
+            and inherited.version_stage == request.version_stage
+            and inherited.version == request.move_to_version
+        )
+
+    async def _approved(self, rule: ApprovalRule) -> bool:
+        """spec.approval: True when this generation may go on; else the outcome says why it waits, or
+        that it was rejected. Read-only: a crash, an edit or a delete at this await leaves nothing to
+        undo, and an approval or rejection written meanwhile changes the object, so the status written
+        from this look fails its compare-and-set and the next attempt reads the new one."""
+        result = self.result
+        problem = (
+            await self.approval_policy()
+            if self.approval_policy is not None
+            else "the operator cannot check the admission policy that authenticates approvers"
+        )
+        if problem is not None:
+            again = APPROVAL_POLICY_RECHECK_SECONDS
+            message = f"{problem} (looking again in {again:.0f}s)"
+            result.outcome = Outcome(Kind.PENDING, "ApprovalUntrusted", message, None, again)
+            return False
+        approvals = decide(rule, self.annotations, self.generation)
+        result.approval = approval_record(approvals, self.generation, self.now(), self.base.get("approval"))
+        namespace, _, name = self.who.partition("/")
+        message = approvals.message(name, namespace, rule, self.generation)
+        if approvals.decision is Decision.REJECTED:
+            result.outcome = failed("Rejected", message)
+            return False
+        if approvals.decision is Decision.WAITING:
+            # Asleep until the object changes (an approval is a change); a daily look is a safety net.
+            result.outcome = Outcome(Kind.PENDING, "AwaitingApproval", message, None, NEVER_RECHECK_SECONDS)
+            return False
+        return True
 
     def _nothing_done_yet(self) -> bool:
         """This generation has journaled nothing, and no earlier one moved the stage: the canary comes

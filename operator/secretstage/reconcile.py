@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import httpx
 
 from secretstage import aftersuccess, gating, identities, kube, protocol
+from secretstage.approvals import ApprovalPolicyCheck
 from secretstage.config import Settings
 from secretstage.domain import outcome as outcomes
 from secretstage.domain.gate import Check, Gate
@@ -25,7 +26,7 @@ from secretstage.domain.journal import Journal
 from secretstage.domain.outcome import AttemptResult
 from secretstage.domain.policy import endpoint_problem
 from secretstage.domain.promotion import InvalidPromotion, PromotionRequest, parse_spec
-from secretstage.domain.status import events_for
+from secretstage.domain.status import WAITING_REASONS, events_for
 from secretstage.identities import ServiceAccountIdentities
 from secretstage.kms import (
     ConfigurationError,
@@ -98,6 +99,7 @@ class Runtime:
     finished: RecentlyFinished = field(default_factory=RecentlyFinished)
     fence: Callable[[], str | None] | None = None  # with leader election: LeaderElector.fence_problem
     user_agent: str = "secretstage-operator"
+    approval_policy: ApprovalPolicyCheck | None = None  # spec.approval: is the admission policy in force
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -298,6 +300,17 @@ def _gate_runner(runtime: Runtime, request: PromotionRequest, owner: gating.Owne
     return run
 
 
+def _approval_policy(runtime: Runtime, created: str) -> protocol.ApprovalPolicy | None:
+    check = runtime.approval_policy
+    if check is None:
+        return None
+
+    async def problem() -> str | None:
+        return await check.problem(created)
+
+    return problem
+
+
 @dataclass
 class Attempt:
     result: AttemptResult
@@ -316,6 +329,8 @@ async def run_attempt(
     generation: int,
     resource_version: str,
     uid: str = "",
+    annotations: Mapping[str, str] | None = None,
+    created: str = "",
 ) -> Attempt:
     """One attempt with its bookkeeping: the protocol's journaled status writes, metrics, events.
 
@@ -349,12 +364,19 @@ async def run_attempt(
                 locks=runtime.locks,
                 key=key,
                 who=f"{namespace}/{name}",
+                annotations=dict(annotations or {}),
+                approval_policy=_approval_policy(runtime, created),
             )
             result = await attempt.run()
     runtime.metrics.promotions.labels(result.outcome.kind.value, result.outcome.reason).inc()
+    runtime.metrics.waiting_for(uid, result.outcome.reason if result.outcome.reason in WAITING_REASONS else None)
+    events = events_for(result, status, number)
+    for _, reason, _ in events:
+        if reason in ("PromotionApproved", "PromotionRejected"):
+            runtime.metrics.approval_decisions.labels(reason.removeprefix("Promotion").lower()).inc()
     return Attempt(
         result=result,
         status=store.status,
-        events=events_for(result, status, number),
+        events=events,
         resource_versions=tuple(store.written),
     )

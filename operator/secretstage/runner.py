@@ -127,6 +127,12 @@ def add_run_parser(sub: Any) -> None:
         help="liveness /healthz port, 0 = off (default 8081; env SECRETSTAGE_HEALTH_PORT)",
     )
     p.add_argument(
+        "--approval-policy",
+        metavar="NAME",
+        help="the ValidatingAdmissionPolicy that authenticates approvers (spec.approval), which must be in force "
+        "before approvals are trusted (default secretstage-operator-approvals; env SECRETSTAGE_APPROVAL_POLICY)",
+    )
+    p.add_argument(
         "--leader-election",
         action="store_const",
         const=True,
@@ -284,6 +290,7 @@ async def _operate(settings: Settings, api: Any) -> int:
     from kubernetes import client as k8s
 
     from secretstage import handlers
+    from secretstage.approvals import ApprovalPolicyCheck
     from secretstage.domain.identity import OperatorIdentity
     from secretstage.identities import ServiceAccountIdentities
     from secretstage.kms import CredentialsError, FairGate, TokenBucket, default_provider
@@ -354,6 +361,7 @@ async def _operate(settings: Settings, api: Any) -> int:
         operator_credentials=operator_credentials,
         identities=service_accounts,
         rng=random.Random(),
+        approval_policy=ApprovalPolicyCheck(kube, settings.approval_policy),
     )
     runtime_ref.append(runtime)
     workers = Workers(runtime, instance=identity)

@@ -24,6 +24,7 @@ import httpx
 
 from secretstage import kube
 from secretstage import reconcile as reconciling
+from secretstage.domain.approval import approval_decisions
 from secretstage.domain.status import is_done, queued_status
 from secretstage.kube import StatusWriteFailed
 from secretstage.kubehttp import MERGE_PATCH, KubeCallFailed, path
@@ -70,19 +71,21 @@ class Workers:
         generation: int,
         resource_version: str,
         status: Mapping[str, Any],
+        decisions: int = 0,
     ) -> None:
         """A watch event of a promotion: queue its key if its generation has work left. Cheap, no I/O."""
         key = (namespace, name)
         if event_type == "DELETED":
-            self.queue.forget(key, (uid, generation))
+            self.queue.forget(key, (uid, generation, decisions))
             self.runtime.finished.forget(uid)
+            self.runtime.metrics.waiting_for(uid, None)
             return
         if is_done(status, generation):
             self.runtime.finished.forget(uid)  # the final status has come back: nothing more to skip
             return
         if self.runtime.finished.covers(uid, generation, resource_version):
             return  # the echo of a status this process wrote for a generation it has finished since
-        queued = self.queue.offer(key, (uid, generation))
+        queued = self.queue.offer(key, (uid, generation, decisions))
         if queued and not status.get("phase") and status.get("observedGeneration") is None:
             position = self.queue.position(key)  # just queued, so last of its namespace: no scan
             if position is not None:
@@ -132,7 +135,7 @@ class Workers:
             return READ_AGAIN_SECONDS, None
         meta, status = obj.get("metadata") or {}, obj.get("status") or {}
         uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 0)
-        token = (uid, generation)
+        token = (uid, generation, approval_decisions(meta.get("annotations") or {}))
         if is_done(status, generation):
             return None, token
         self.queue.working_on(key, token)
@@ -146,6 +149,8 @@ class Workers:
                 generation=generation,
                 resource_version=str(meta.get("resourceVersion") or ""),
                 uid=uid,
+                annotations=meta.get("annotations") or {},
+                created=str(meta.get("creationTimestamp") or ""),
             )
         except StatusWriteFailed as exc:
             log.warning("[%s/%s] %s; nothing more was sent to KMS; again in %.0fs", *key, exc, READ_AGAIN_SECONDS)

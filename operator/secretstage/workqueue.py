@@ -24,7 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 Key = tuple[str, str]  # (namespace, name)
-Token = tuple[str, int]  # (uid, generation): which object and which generation an entry is about
+#: (uid, generation, decisions): which object, which generation, and how many approval decisions it carries
+#: (lines of its secretstage.io/approvals annotation, which only grows): a watch event that shows another
+#: token wakes a waiting key; one that shows the same (the echo of its own status write) does not.
+Token = tuple[str, int, int]
 
 
 @dataclass

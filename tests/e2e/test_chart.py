@@ -306,9 +306,17 @@ def test_admission_policies(cluster: Cluster) -> None:
     docs = render(cluster, *ALL_TENANT_FEATURES, "--set", "rbac.admissionPolicies.tokenDeniedNamespaces={kube-system}")
     policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"}
     bindings = {d["spec"]["policyName"]: d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"}
-    assert set(policies) == set(bindings) == {"r-secretstage-operator-tokens", "r-secretstage-operator-after-success"}
+    approvals = "r-secretstage-operator-approvals"
+    assert (
+        set(policies)
+        == set(bindings)
+        == {"r-secretstage-operator-tokens", "r-secretstage-operator-after-success", approvals}
+    )
     assert all(b["spec"]["validationActions"] == ["Deny"] for b in bindings.values())
-    for policy in policies.values():
+    assert policies[approvals]["spec"]["failurePolicy"] == "Fail"
+    for name, policy in policies.items():
+        if name == approvals:
+            continue  # it holds everyone who writes a promotion to the truth about who they are, not the operator
         assert policy["spec"]["failurePolicy"] == "Fail"
         assert policy["spec"]["matchConditions"] == [
             {
@@ -320,7 +328,29 @@ def test_admission_policies(cluster: Cluster) -> None:
     tokens = policies["r-secretstage-operator-tokens"]["spec"]["validations"]
     assert tokens[0]["expression"] == "object.spec.audiences == ['sts.aliyuncs.com']"
     assert tokens[2]["expression"] == '!(request.namespace in ["kube-system"])'
-    assert not [d for d in render(cluster, "--set", "rbac.admissionPolicies.enabled=false") if "Admission" in d["kind"]]
+    without = render(cluster, "--set", "rbac.admissionPolicies.enabled=false")
+    assert [d["metadata"]["name"] for d in without if "Admission" in d["kind"]] == [approvals, approvals]
+    off = render(
+        cluster, "--set", "rbac.admissionPolicies.enabled=false", "--set", "approvals.admissionPolicy.enabled=false"
+    )
+    assert not [d for d in off if "Admission" in d["kind"]]
+    # the operator is told its name, and may read it and list its bindings (nothing more)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SECRETSTAGE_APPROVAL_POLICY"] == approvals
+    assert rules_of(docs, "ClusterRole", "r-secretstage-operator-approval-policy") == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingadmissionpolicies"],
+            "resourceNames": [approvals],
+            "verbs": ["get"],
+        },
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingadmissionpolicybindings"],
+            "verbs": ["list"],
+        },
+    ]
 
 
 @pytest.mark.parametrize(

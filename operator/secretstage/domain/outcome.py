@@ -7,6 +7,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
+from secretstage.domain.approval import ApprovalRecord
 from secretstage.domain.journal import GateState, Inherited, MoveRecord, RollbackState
 
 
@@ -81,6 +82,7 @@ class AttemptResult:
     rollback_restarts_changed: bool = False  # this attempt restarted the consumers after a rollback: post Events
     inherited: Inherited | None = None  # what an earlier generation moved, carried until this one decides
     schedule_opens: str | None = None  # spec.schedule: when this generation may start (while it waits)
+    approval: ApprovalRecord | None = None  # spec.approval: who asked, who approved or rejected, when
 
 
 _REASON_BAD = re.compile(r"[^A-Za-z0-9_,:]")

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from secretstage.domain.approval import ApprovalRule, InvalidApproval, parse_approval
 from secretstage.domain.gate import Gate, parse_gate
 from secretstage.domain.schedule import InvalidSchedule, Schedule, parse_schedule
 from secretstage.regions import REGION_ID
@@ -67,6 +68,7 @@ class PromotionRequest:
     gate: Gate | None = None  # prove the consumers work on the new version, or undo the move (domain.gate)
     canary: Canary | None = None  # first the canary stage, its own gate, then this stage
     schedule: Schedule | None = None  # when it may move: notBefore, maintenance windows (domain.schedule)
+    approval: ApprovalRule | None = None  # who must approve it first (domain.approval)
 
     @property
     def secret_region(self) -> str | None:
@@ -214,6 +216,11 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
     except InvalidSchedule as exc:
         problems.append(Problem(exc.field, exc.detail))
         schedule = None
+    try:
+        approval = parse_approval(spec.get("approval"))
+    except InvalidApproval as exc:
+        problems.append(Problem(exc.field, exc.detail))
+        approval = None
     if problems:
         raise InvalidPromotion(problems)
     assert secret_name is not None
@@ -238,6 +245,7 @@ def parse_spec(spec: Mapping[str, Any]) -> PromotionRequest:
         gate=gate,
         canary=canary,
         schedule=schedule,
+        approval=approval,
     )
 
 

@@ -93,6 +93,10 @@ def build_status(
         "afterSuccess": result.after_success or None,
         "queue": None,  # its turn came: the queue position written while it waited no longer holds
         "schedule": {"opensTime": result.schedule_opens} if result.schedule_opens else None,
+        # Who approved stays for the generation: attempts after the move do not look again.
+        "approval": result.approval.to_status()
+        if result.approval is not None
+        else (latest.get("approval") if same_generation else None),
         "gate": result.gate.to_status() if result.gate else None,
         "rollback": result.rollback.to_status() if result.rollback else None,
         "inherited": result.inherited.to_status() if result.inherited else None,
@@ -155,7 +159,21 @@ def is_done(status: Mapping[str, Any], generation: int | None) -> bool:
     return status.get("observedGeneration") == generation and status.get("phase") in ("Succeeded", "Failed")
 
 
-SCHEDULE_REASONS = ("NotBefore", "OutsideWindow")  # domain.schedule's waits
+#: Waiting as planned (domain.schedule, domain.approval): a Normal Event of its own, once per reason.
+PLANNED_WAITS = {
+    "NotBefore": "PromotionScheduled",
+    "OutsideWindow": "PromotionScheduled",
+    "AwaitingApproval": "PromotionAwaitingApproval",
+}
+#: Waits whose status, once written, an attempt that finds the same does not write again.
+WAITING_REASONS = (*PLANNED_WAITS, "ApprovalUntrusted")
+
+
+def succeeded_condition(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The ``Succeeded`` condition of a status ({} when there is none): its reason is the outcome's."""
+    return next((c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {})
+
+
 EVENT_REASONS = {
     Kind.SUCCEEDED: "Promoted",
     Kind.FAILED: "PromotionFailed",
@@ -169,15 +187,21 @@ def events_for(result: AttemptResult, old: Mapping[str, Any], attempt: int) -> l
     """(type, reason, message) of the Events to post: every final outcome, and a retry or wait only on the
     first attempt or when its reason changes (not on every retry)."""
     outcome = result.outcome
-    previous = next((c.get("reason") for c in old.get("conditions") or [] if c.get("type") == "Succeeded"), None)
+    previous = succeeded_condition(old).get("reason")
     events = []
-    if outcome.reason in SCHEDULE_REASONS:
-        # Waiting for its schedule is the plan, not a problem: a Normal Event, once per reason.
+    approval, earlier = result.approval, old.get("approval") or {}
+    if approval is not None and approval.decision == "Approved" and earlier != approval.to_status():
+        # once, when the attempt that found it approved writes it (later attempts carry the record on)
+        users = ", ".join(user for user, _ in approval.approved)
+        events.append(("Normal", "PromotionApproved", f"generation {approval.generation} approved by {users}"))
+    if outcome.reason in PLANNED_WAITS:
+        # Waiting for its schedule or its approvers is the plan, not a problem: a Normal Event, once per reason.
         if previous != outcome.reason:
-            events.append(("Normal", "PromotionScheduled", outcome.message[:1000]))
+            events.append(("Normal", PLANNED_WAITS[outcome.reason], outcome.message[:1000]))
     elif outcome.terminal or attempt == 1 or previous != outcome.reason:
         event_type = "Normal" if outcome.kind is Kind.SUCCEEDED and outcome.error is None else "Warning"
-        events.append((event_type, EVENT_REASONS[outcome.kind], outcome.message[:1000]))
+        reason = "PromotionRejected" if outcome.reason == "Rejected" else EVENT_REASONS[outcome.kind]
+        events.append((event_type, reason, outcome.message[:1000]))
     follow_ups = [*(result.after_success if result.after_success_changed else ())]
     if result.rollback is not None and result.rollback_restarts_changed:
         follow_ups += result.rollback.after_success

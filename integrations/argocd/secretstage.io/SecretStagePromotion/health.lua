@@ -2,7 +2,8 @@
 -- Healthy: the promotion of the current generation succeeded. Degraded: it failed (the reason and
 -- message of the Succeeded condition say why; a failed gate that rolled back is RolledBack).
 -- Progressing: not handled yet, in flight, its gate checking the consumers (Verifying), waiting
--- for credentials, or the status belongs to an older generation (a spec edit is a new promotion).
+-- for credentials or a window, or the status belongs to an older generation (a spec edit is a new
+-- promotion). Suspended: waiting for approvers (AwaitingApproval), as a paused Argo Rollout is.
 local hs = {}
 if obj.status == nil or obj.status.phase == nil then
   hs.status = "Progressing"
@@ -17,9 +18,11 @@ if generation ~= nil and (observed == nil or observed < generation) then
   return hs
 end
 local message = ""
+local reason = nil
 if obj.status.conditions ~= nil then
   for _, condition in ipairs(obj.status.conditions) do
     if condition.type == "Succeeded" then
+      reason = condition.reason
       message = tostring(condition.reason or "") .. ": " .. tostring(condition.message or "")
     end
   end
@@ -29,6 +32,8 @@ if phase == "Succeeded" then
   hs.status = "Healthy"
 elseif phase == "Failed" then
   hs.status = "Degraded"
+elseif phase == "Pending" and reason == "AwaitingApproval" then
+  hs.status = "Suspended"
 elseif phase == "Pending" or phase == "InProgress" or phase == "Verifying" then
   hs.status = "Progressing"
 else

@@ -1,6 +1,8 @@
 -- retry: run a Failed promotion again (bumps spec.retry: a new generation).
 -- rollback: create a new promotion that puts the stage back where status.stagesBefore had it; offered
 -- only where the action would succeed (not on an AlreadyInPlace hook, a dry run, an unmoved stage).
+-- approve / reject: as Argo CD's own user (approve/action.lua says why); offered while the generation
+-- waits for approval.
 -- rerun-gate: gate the version again (a held gate after the cause was fixed, or a re-verification);
 -- only where the gate decided and nothing was rolled back, so the stage is still on the version.
 -- BEGIN rollback refusal: the same block in discovery.lua and rollback/action.lua, the same rules as
@@ -64,4 +66,12 @@ actions["rerun-gate"] = {
   ["iconClass"] = "fa fa-fw fa-check-double",
   ["displayName"] = "Re-run gate"
 }
+local awaiting = false
+for _, condition in ipairs(status.conditions or {}) do
+  if condition.type == "Succeeded" and condition.reason == "AwaitingApproval" then
+    awaiting = status.observedGeneration == (obj.metadata or {}).generation
+  end
+end
+actions["approve"] = {["disabled"] = not awaiting, ["iconClass"] = "fa fa-fw fa-thumbs-up", ["displayName"] = "Approve"}
+actions["reject"] = {["disabled"] = not awaiting, ["iconClass"] = "fa fa-fw fa-thumbs-down", ["displayName"] = "Reject"}
 return actions
