@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-# What `status`, `rollback`, `retry`, `check`, `versions` and `promote` import (not kopf, aiohttp,
+# What `status`, `approve`, `reject`, `rollback`, `retry`, `check`, `versions` and `promote` import (not kopf, aiohttp,
 # prometheus-client: those are the operator's). Ranges as in pyproject.toml, but kubernetes below 36:
 # 36 added aiohttp and pydantic (compiled code) to its requirements, for an asyncio client the plugin
 # does not use.
@@ -67,10 +67,11 @@ def manifest(version: str, url: str, sha256: str) -> str:
             "version": f"v{version.removeprefix('v')}",
             "homepage": "https://github.com/secretstage/secretstage-operator",
             "shortDescription": "Promote and roll back Alibaba Cloud KMS secret stages",
-            "description": "Shows, checks, rolls back and retries SecretStagePromotions (secretstage-operator), "
-            "and lists a KMS secret's versions and stages. Needs python3 (3.11 or later) on PATH.",
-            "caveats": "Needs python3 >= 3.11. Rollback and retry need RBAC on secretstagepromotions "
-            "(get, list, create, patch) in the namespace.",
+            "description": "Shows, checks, approves, rejects, rolls back and retries SecretStagePromotions "
+            "(secretstage-operator), and lists a KMS secret's versions and stages. Needs python3 (3.11 or later) "
+            "on PATH.",
+            "caveats": "Needs python3 >= 3.11. Rollback, retry, approve and reject need RBAC on "
+            "secretstagepromotions (get, list, create, patch) in the namespace.",
             "platforms": [
                 {
                     "selector": {"matchLabels": {"os": os_name, "arch": arch}},

@@ -441,3 +441,19 @@ def test_scheduled_example_is_admitted_and_waits_for_its_window(crd: None, promo
     wait = plan.wait(datetime(2026, 12, 20, tzinfo=UTC))
     assert wait is not None
     assert wait.until == datetime(2026, 12, 23, 18, 0, tzinfo=UTC)  # Thursday 24 December, 02:00 in Shanghai
+
+
+def test_approval_example_is_admitted_and_asks_for_an_approver(crd: None, promotions: Promotions, ns: str) -> None:
+    """examples/approval/promotion.yaml as shipped passes the CRD's schema and rules (a server-side dry
+    run), and the operator reads from it an approval rule with its approvers."""
+    from secretstage.domain.approval import REQUESTED_BY_ANNOTATION, parse_approval
+
+    manifest = yaml.safe_load((EXAMPLES / "approval" / "promotion.yaml").read_text())
+    manifest["metadata"].pop("namespace")
+    created = promotions.api.create_namespaced_custom_object(
+        "secretstage.io", "v1alpha1", ns, "secretstagepromotions", manifest, dry_run="All"
+    )
+    rule = parse_approval(created["spec"]["approval"])
+    assert rule is not None
+    assert (rule.users, rule.groups, rule.min_approvals) == (("bob@example.com",), ("payments-leads",), 1)
+    assert created["metadata"]["annotations"][REQUESTED_BY_ANNOTATION] == "alice@example.com"
