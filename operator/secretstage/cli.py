@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from secretstage import __version__, logs
+from secretstage.domain.status import succeeded_condition
 
 log = logging.getLogger("secretstage")
 
@@ -607,10 +608,6 @@ def _api_message(exc: Any) -> str:
     return str(message or f"HTTP {exc.status} {exc.reason}")
 
 
-def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
-
-
 def _print_promotions(items: Sequence[Mapping[str, Any]], namespace: str, *, as_json: bool) -> None:
     rows = []
     for obj in items:
@@ -620,7 +617,7 @@ def _print_promotions(items: Sequence[Mapping[str, Any]], namespace: str, *, as_
             {
                 "name": obj["metadata"]["name"],
                 "phase": status.get("phase") or "-",
-                "reason": _condition(status, "Succeeded").get("reason") or "-",
+                "reason": succeeded_condition(status).get("reason") or "-",
                 "stage": spec.get("versionStage", "-"),
                 "version": spec.get("moveToVersion") or f"-{spec.get('removeFromVersion', '')}",
             }
@@ -643,7 +640,7 @@ def _print_status(obj: Mapping[str, Any], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "status": status}))
         return
-    succeeded = _condition(status, "Succeeded")
+    succeeded = succeeded_condition(status)
     current = status.get("observedGeneration") == meta.get("generation")
     lines = [
         f"Promotion:  {meta['namespace']}/{meta['name']} (generation {meta.get('generation')}"
@@ -778,8 +775,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _succeeded_condition(status: Mapping[str, Any]) -> str:
-    condition = next((c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), None)
-    if condition is None:
+    condition = succeeded_condition(status)
+    if not condition:
         return "no Succeeded condition yet"
     return f"{condition.get('reason')}: {condition.get('message')}"
 

@@ -146,3 +146,34 @@ async def test_a_rejection_after_the_move_was_sent_changes_nothing() -> None:
     journal = dict(store.status)
     journal["phase"] = "InProgress"  # as if the attempt had stopped after the move, before its final write
     assert await attempt(kms, Store(1, journal), spec("v2"), ("approve 1 bob", "reject 1 carol")) == "Promoted"
+
+
+async def test_a_wait_already_written_is_not_written_again() -> None:
+    """A restarted operator (or a spurious wake) finds thousands waiting for approval: it writes nothing
+    for those whose status already says the same; a new approval changes the message, and is written."""
+
+    class CountingStore(Store):
+        writes = 0
+
+        async def write(self, status: Mapping[str, Any]) -> None:
+            CountingStore.writes += 1
+            await super().write(status)
+
+    kms, store = Kms(), CountingStore(1)
+    assert (
+        await attempt(
+            kms,
+            store,
+            spec("v2", approval={"required": True, "approvers": {"users": ["bob", "carol"]}, "minApprovals": 2}),
+            (),
+        )
+        == "AwaitingApproval"
+    )
+    assert CountingStore.writes == 1
+    two = {"required": True, "approvers": {"users": ["bob", "carol"]}, "minApprovals": 2}
+    assert await attempt(kms, store, spec("v2", approval=two), ()) == "AwaitingApproval"
+    assert CountingStore.writes == 1
+    assert await attempt(kms, store, spec("v2", approval=two), ("approve 1 bob",)) == "AwaitingApproval"
+    assert CountingStore.writes == 2
+    assert store.status["approval"]["approvals"][0]["user"] == "bob"
+    assert kms.calls == []

@@ -11,20 +11,14 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from secretstage.domain.status import succeeded_condition
+
 ROLLBACK_LABEL = "secretstage.io/rollback-of"
 _PERMANENT_STAGES = ("ACSCurrent", "ACSPrevious")
 
 
 class NotRollbackable(ValueError):
     """The promotion cannot be rolled back; the message says why."""
-
-
-def _succeeded_reason(status: Mapping[str, Any]) -> str | None:
-    for condition in status.get("conditions") or []:
-        if isinstance(condition, Mapping) and condition.get("type") == "Succeeded":
-            reason = condition.get("reason")
-            return reason if isinstance(reason, str) else None
-    return None
 
 
 def rollback_refusal(promotion: Mapping[str, Any]) -> str | None:
@@ -39,7 +33,7 @@ def rollback_refusal(promotion: Mapping[str, Any]) -> str | None:
         return "the spec changed since the status was written; wait until the operator has processed it"
     if spec.get("dryRun"):
         return "a dry run changed nothing; there is nothing to roll back"
-    if _succeeded_reason(status) == "AlreadyInPlace":
+    if succeeded_condition(status).get("reason") == "AlreadyInPlace":
         # The state of an Argo CD hook after every later sync: this generation moved nothing, so its
         # inverse would "succeed" moving nothing either. Roll back the promotion that moved it.
         return "it moved nothing (AlreadyInPlace); roll back the promotion that moved the stage"

@@ -78,9 +78,9 @@ def region_of(endpoint: str) -> str | None:
     return match.group(1) if match else None
 
 
-def normalize_endpoint(url: str, *, field: str = "endpoint", management: bool = True) -> str:
+def normalize_endpoint(url: str, *, field: str = "endpoint") -> str:
     """Check an explicit endpoint URL and return it as ``scheme://host[:port]`` with no path or query.
-    ``management``: the caller will call management operations there (not only GetSecretValue)."""
+    Every caller calls management operations there, so a KMS instance's gateway is refused."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
@@ -95,7 +95,7 @@ def normalize_endpoint(url: str, *, field: str = "endpoint", management: bool = 
         port = parts.port
     except ValueError:
         raise ConfigurationError(f"{field} {url!r} has an invalid port") from None
-    problem = management_endpoint_problem(url) if management else None
+    problem = management_endpoint_problem(url)
     if problem is not None:
         raise ConfigurationError(f"{field} {url!r}: {problem}")
     host = parts.hostname.lower()
